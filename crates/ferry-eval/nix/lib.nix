@@ -1,0 +1,6 @@
+# ferry's Nix library, passed to deployments as the `ferry` argument.
+{ }:
+{
+  version = "0.1.0";
+  lib = { };
+}
