@@ -1,1 +1,101 @@
-//! placeholder
+//! ferry's engine: evaluate → plan → apply → record.
+//!
+//! The engine drives an [`ferry_eval::Evaluator`] round by round, talks to providers through
+//! protocol v1 ([`provider_client`]), and records every step in a [`ferry_state::StateStore`].
+//! It reports progress as [`EngineEvent`]s to an [`EventSink`]; it never prints.
+//!
+//! Architecture invariants: the engine knows nothing about any one target (files, machines,
+//! containers are providers' business); all state writes happen on the scheduler thread, an
+//! intent before each provider call and the result right after; sensitive values never leave
+//! the engine unredacted in a [`Plan`] or an event.
+
+pub mod events;
+pub mod graph;
+pub mod plan;
+pub mod provider_client;
+pub mod redact;
+pub mod registry;
+mod planner;
+mod run;
+mod scheduler;
+mod session;
+pub mod select;
+
+pub use events::{EngineEvent, EventSink};
+pub use plan::{Action, Plan, PlanEntry, Summary};
+pub use provider_client::ProviderCommand;
+pub use run::Engine;
+pub use select::Selection;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a run needs to know; the CLI builds it from flags.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Absolute path of the deployment file.
+    pub file: PathBuf,
+    pub state_path: PathBuf,
+    /// Parallel provider calls.
+    pub jobs: usize,
+    /// `--on`: only these resources (and their dependencies).
+    pub selection: Option<Selection>,
+    /// Providers built into the ferry binary, by provider name (`local`).
+    pub builtin_providers: Vec<(String, ProviderCommand)>,
+    /// Default per-call provider timeout (a resource's `timeout` overrides it).
+    pub call_timeout: Duration,
+    pub lock_timeout: Option<Duration>,
+    /// Set by the Ctrl-C handler: stop starting new work.
+    pub interrupted: Arc<AtomicBool>,
+    /// The command line, recorded as the lock holder and in the journal.
+    pub command: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The deployment is wrong (evaluation error, schema violation, cycle...).
+    #[error("{0}")]
+    Deployment(String),
+    #[error(transparent)]
+    Eval(#[from] ferry_eval::EvalError),
+    #[error(transparent)]
+    State(#[from] ferry_state::StateError),
+    #[error("{0}")]
+    Provider(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    pub summary: Summary,
+    /// Resource name -> error message, for resources that failed.
+    pub failed: Vec<(String, String)>,
+    /// Resource name -> why it was not attempted.
+    pub skipped: Vec<(String, String)>,
+    pub interrupted: bool,
+    pub timings: Timings,
+}
+
+impl RunReport {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty() && !self.interrupted
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timings {
+    pub nix_evaluations: u32,
+    pub eval_seconds: f64,
+    pub nix_builds: u32,
+    pub build_seconds: f64,
+    pub plan_seconds: f64,
+    pub apply_seconds: f64,
+    pub total_seconds: f64,
+    pub provider_calls: u64,
+}

@@ -7,10 +7,12 @@
 //! `docs/provider-protocol.md`; the JSON Schema is `docs/provider-protocol.schema.json`.
 //!
 //! This crate stands alone so a provider author depends on it and nothing else:
-//! [`messages`] holds the wire types, [`sdk`] a ready-made request loop ([`sdk::serve`]).
+//! [`messages`] holds the wire types, [`sdk`] a ready-made request loop ([`sdk::serve`]),
+//! [`conformance`] a harness that checks a provider program against the specification.
 //!
 //! Architecture invariant: no dependency on any other ferry crate; no async runtime.
 
+pub mod conformance;
 pub mod messages;
 pub mod sdk;
 

@@ -112,6 +112,38 @@ impl ProviderError {
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self::new(message).code("unsupported")
     }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(message).code(codes::NOT_FOUND)
+    }
+    /// For requests the provider cannot understand, including a kind it did not declare.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(message).code(codes::BAD_REQUEST)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(message).code(codes::INTERNAL)
+    }
+    /// Name the resource the error is about.
+    pub fn about(mut self, resource: &str) -> Self {
+        self.resource = Some(resource.to_string());
+        self
+    }
+}
+
+/// The error codes protocol v1 defines (see `docs/provider-protocol.md` §4.6). The set may
+/// grow; receivers treat a code they do not know, or no code, as [`codes::INTERNAL`].
+pub mod codes {
+    /// The inputs are wrong; the user must change the deployment.
+    pub const INVALID_INPUT: &str = "invalidInput";
+    /// The kind does not support this operation or action.
+    pub const UNSUPPORTED: &str = "unsupported";
+    /// The resource the call needs does not exist.
+    pub const NOT_FOUND: &str = "notFound";
+    /// The request is malformed: not JSON, unknown method, wrong params, unknown kind.
+    pub const BAD_REQUEST: &str = "badRequest";
+    /// The handshake offered no protocol version the provider speaks.
+    pub const UNSUPPORTED_VERSION: &str = "unsupportedVersion";
+    /// Anything else.
+    pub const INTERNAL: &str = "internal";
 }
 
 impl std::fmt::Display for ProviderError {

@@ -130,6 +130,7 @@ pub fn serve_on<P: Provider>(
     input: impl std::io::Read,
     output: impl Write + Send + 'static,
 ) -> std::io::Result<()> {
+    let kinds: Arc<Vec<String>> = Arc::new(provider.info().kinds.into_iter().map(|k| k.name).collect());
     let provider = Arc::new(provider);
     let out: Arc<Mutex<Box<dyn Write + Send>>> = Arc::new(Mutex::new(Box::new(output)));
     let mut workers = Vec::new();
@@ -154,10 +155,11 @@ pub fn serve_on<P: Provider>(
         };
         let provider = Arc::clone(&provider);
         let out = Arc::clone(&out);
+        let kinds = Arc::clone(&kinds);
         workers.push(std::thread::spawn(move || {
             let cx = CallContext { id: req.id, out: Arc::clone(&out) };
             let resource = req.call.resource().map(str::to_string);
-            let outcome = match dispatch(&*provider, req.call, &cx) {
+            let outcome = match check_kind(&kinds, &req.call).and_then(|_| dispatch(&*provider, req.call, &cx)) {
                 Ok(v) => Outcome::Result(v),
                 Err(mut e) => {
                     if e.resource.is_none() {
@@ -174,6 +176,25 @@ pub fn serve_on<P: Provider>(
         let _ = w.join();
     }
     Ok(())
+}
+
+/// Requests about a kind the provider did not declare are answered with `badRequest`.
+fn check_kind(kinds: &[String], call: &Call) -> Result<(), ProviderError> {
+    let kind = match call {
+        Call::Handshake(_) => return Ok(()),
+        Call::Plan(p) => &p.kind,
+        Call::Create(p) => &p.kind,
+        Call::Read(p) => &p.kind,
+        Call::Update(p) => &p.kind,
+        Call::Delete(p) => &p.kind,
+        Call::Action(p) => &p.kind,
+    };
+    if kinds.iter().any(|k| k == kind) {
+        Ok(())
+    } else {
+        Err(ProviderError::new(format!("unknown kind `{kind}` (this provider has: {})", kinds.join(", ")))
+            .code("badRequest"))
+    }
 }
 
 fn dispatch<P: Provider>(p: &P, call: Call, cx: &CallContext) -> Result<Value, ProviderError> {
@@ -225,11 +246,7 @@ fn write_line(out: &Mutex<Box<dyn Write + Send>>, msg: &Message) {
 fn protect_stdio() -> std::io::Result<(std::fs::File, std::fs::File)> {
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::io::AsRawFd;
-    extern "C" {
-        fn fcntl(fd: i32, cmd: i32, ...) -> i32;
-        fn dup2(old: i32, new: i32) -> i32;
-    }
-    const F_DUPFD_CLOEXEC: i32 = 1030;
+    use libc::{dup2, fcntl, F_DUPFD_CLOEXEC};
     // SAFETY: plain fd syscalls on fds this process owns; results are checked.
     unsafe {
         let input = fcntl(0, F_DUPFD_CLOEXEC, 3);

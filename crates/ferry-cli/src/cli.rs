@@ -1,0 +1,339 @@
+//! The command line: clap definitions for every verb and the global flags, and the resolution
+//! of those flags into absolute paths and defaults.
+//!
+//! This module only describes and normalises arguments; it never runs anything.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// ferry: declarative deployments for Nix.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, arg_required_else_help = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The deployment file.
+    #[arg(short = 'f', long = "file", value_name = "PATH", global = true)]
+    pub file: Option<PathBuf>,
+    /// The state database [default: <dir of file>/.ferry/state.db].
+    #[arg(long = "state", value_name = "PATH", global = true)]
+    pub state: Option<PathBuf>,
+    /// More output (repeatable): provider phases and logs, then debug logs.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// No progress output; errors are still shown.
+    #[arg(short = 'q', long = "quiet", global = true)]
+    pub quiet: bool,
+    /// `json`: every engine event as one JSON object per line on stderr.
+    #[arg(long = "log-format", value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Pass `--option NAME VALUE` to every Nix invocation (repeatable).
+    #[arg(
+        long = "nix-option",
+        num_args = 2,
+        value_names = ["NAME", "VALUE"],
+        action = clap::ArgAction::Append,
+        allow_hyphen_values = true,
+        global = true
+    )]
+    pub nix_option: Vec<String>,
+    /// Pass `--show-trace` to Nix.
+    #[arg(long = "show-trace", global = true)]
+    pub show_trace: bool,
+    /// Print Nix invocation counts and time per stage after the run.
+    #[arg(long = "timings", global = true)]
+    pub timings: bool,
+    /// Wait up to SECONDS for another run's lock [default: fail at once].
+    #[arg(long = "lock-timeout", value_name = "SECONDS", global = true)]
+    pub lock_timeout: Option<u64>,
+    /// Default timeout of one provider call.
+    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 600, global = true)]
+    pub timeout: u64,
+    /// Parallel provider calls [default: number of CPUs × 2].
+    #[arg(
+        short = 'j',
+        long = "jobs",
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub jobs: Option<u64>,
+    /// Only these resources (and what they need): comma-separated globs and @tags.
+    #[arg(long = "on", value_name = "SEL", global = true)]
+    pub on: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what apply would change.
+    Plan(ReadArgs),
+    /// Make the deployment so.
+    Apply(ConfirmArgs),
+    /// Destroy the deployed resources.
+    Destroy(ConfirmArgs),
+    /// Read every resource, report drift, update recorded outputs.
+    Refresh(ReadArgs),
+    /// Inspect and edit the state database.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+    /// Print the resource graph (DOT; --json for nodes and edges).
+    Graph(ReadArgs),
+    /// List providers, their kinds and schemas.
+    Providers(ReadArgs),
+    /// Work with provider programs.
+    Provider {
+        #[command(subcommand)]
+        command: ProviderSubcommand,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Run a built-in provider on stdin/stdout (how ferry runs itself as a provider).
+    #[command(name = "__provider", hide = true)]
+    BuiltinProvider { name: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReadArgs {
+    /// Machine-readable JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfirmArgs {
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List recorded resources.
+    List(ReadArgs),
+    /// Show one recorded resource (sensitive values hidden).
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a resource without destroying it.
+    Rm { name: String },
+    /// Write all of state as JSON (contains secrets).
+    Export {
+        /// Write to FILE (mode 0600) instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Accepted for uniformity: the export is always JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace all of state with an export (FILE, or `-` for stdin).
+    Import {
+        #[arg(value_name = "FILE|-")]
+        file: String,
+    },
+    /// Show the event journal, optionally of one resource.
+    Log {
+        name: Option<String>,
+        /// Only the newest N events.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProviderSubcommand {
+    /// Run protocol conformance checks against a provider program; exit 1 on failure.
+    Check {
+        /// The provider program.
+        executable: PathBuf,
+        /// Arguments passed to it.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// Inputs for a create/read/delete round trip of KIND (repeatable).
+        #[arg(long = "sample", value_name = "KIND=JSON")]
+        sample: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Global flags with defaults filled in and paths made absolute.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub file: PathBuf,
+    pub state: PathBuf,
+    pub verbose: u8,
+    pub quiet: bool,
+    pub log_format: LogFormat,
+    pub nix_options: Vec<(String, String)>,
+    pub show_trace: bool,
+    pub timings: bool,
+    pub lock_timeout: Option<Duration>,
+    pub timeout: Duration,
+    pub jobs: usize,
+    pub on: Option<String>,
+}
+
+impl GlobalArgs {
+    /// Fill in defaults relative to `cwd`.
+    pub fn resolve(&self, cwd: &Path) -> Resolved {
+        let file = absolute(cwd, self.file.as_deref().unwrap_or(Path::new("deployment.nix")));
+        let state = match &self.state {
+            Some(p) => absolute(cwd, p),
+            None => file
+                .parent()
+                .unwrap_or(cwd)
+                .join(ferry_state::DEFAULT_STATE_PATH),
+        };
+        let jobs = match self.jobs {
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+        };
+        Resolved {
+            file,
+            state,
+            verbose: self.verbose,
+            quiet: self.quiet,
+            log_format: self.log_format,
+            nix_options: self
+                .nix_option
+                .chunks(2)
+                .map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default()))
+                .collect(),
+            show_trace: self.show_trace,
+            timings: self.timings,
+            lock_timeout: self.lock_timeout.filter(|&s| s > 0).map(Duration::from_secs),
+            timeout: Duration::from_secs(self.timeout),
+            jobs,
+            on: self.on.clone(),
+        }
+    }
+}
+
+/// `p` made absolute against `cwd`, with `.` components dropped (no symlink resolution: the
+/// file need not exist).
+fn absolute(cwd: &Path, p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+    joined.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ferry").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_resolve_beside_the_file() {
+        let cli = parse(&["plan"]).unwrap();
+        let r = cli.global.resolve(Path::new("/srv/site"));
+        assert_eq!(r.file, Path::new("/srv/site/deployment.nix"));
+        assert_eq!(r.state, Path::new("/srv/site/.ferry/state.db"));
+        assert_eq!(r.timeout, Duration::from_secs(600));
+        assert_eq!(r.lock_timeout, None);
+        assert!(r.jobs >= 2);
+        assert_eq!(r.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn global_flags_after_the_verb() {
+        let cli = parse(&[
+            "apply", "--yes", "-f", "./x/d.nix", "--jobs", "3", "--on", "web-*,@db", "-vv",
+            "--nix-option", "substituters", "", "--nix-option", "sandbox", "false",
+            "--lock-timeout", "5", "--log-format", "json",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Apply(ConfirmArgs { yes: true })));
+        let r = cli.global.resolve(Path::new("/home/u"));
+        assert_eq!(r.file, Path::new("/home/u/x/d.nix"));
+        assert_eq!(r.state, Path::new("/home/u/x/.ferry/state.db"));
+        assert_eq!(r.jobs, 3);
+        assert_eq!(r.verbose, 2);
+        assert_eq!(r.on.as_deref(), Some("web-*,@db"));
+        assert_eq!(
+            r.nix_options,
+            vec![("substituters".into(), String::new()), ("sandbox".into(), "false".into())]
+        );
+        assert_eq!(r.lock_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(r.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn state_subcommands() {
+        let cli = parse(&["state", "show", "key", "--json", "--state", "/tmp/s.db"]).unwrap();
+        assert!(matches!(cli.command, Command::State { command: StateCommand::Show { json: true, .. } }));
+        assert_eq!(cli.global.resolve(Path::new("/")).state, Path::new("/tmp/s.db"));
+        let cli = parse(&["state", "log", "--limit", "5"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::State { command: StateCommand::Log { name: None, limit: Some(5), .. } }
+        ));
+        assert!(parse(&["state", "import", "-"]).is_ok());
+    }
+
+    #[test]
+    fn provider_check_takes_program_arguments() {
+        let cli = parse(&["provider", "check", "--sample", "counter={}", "./prov", "serve", "--fast"]).unwrap();
+        match cli.command {
+            Command::Provider { command: ProviderSubcommand::Check { executable, args, sample, .. } } => {
+                assert_eq!(executable, Path::new("./prov"));
+                assert_eq!(args, vec!["serve", "--fast"]);
+                assert_eq!(sample, vec!["counter={}"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_exit_2() {
+        for bad in [
+            &["plan", "--jobs", "0"][..],
+            &["frobnicate"],
+            &["apply", "--log-format", "xml"],
+            &["completions", "tcsh"],
+            &["state", "show"],
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hidden_provider_subcommand() {
+        let cli = parse(&["__provider", "local"]).unwrap();
+        assert!(matches!(cli.command, Command::BuiltinProvider { ref name } if name == "local"));
+        let help = Cli::command().render_help().to_string();
+        assert!(!help.contains("__provider"));
+    }
+}

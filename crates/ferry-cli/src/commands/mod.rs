@@ -1,0 +1,189 @@
+//! One module per verb. [`run`] dispatches; the helpers here build what several verbs share:
+//! the [`Engine`] (from the global flags), the progress sink, and output that survives a
+//! closed pipe.
+//!
+//! Commands print results to stdout and diagnostics to stderr; they never exit the process
+//! themselves — `main` does, from the returned [`Outcome`] or error.
+
+pub mod apply;
+pub mod completions;
+pub mod destroy;
+pub mod graph;
+pub mod plan;
+pub mod provider_check;
+pub mod providers;
+pub mod refresh;
+pub mod state;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ferry_engine::{Engine, EngineConfig, ProviderCommand, Selection, Timings};
+use ferry_eval::{NixCli, NixSettings};
+
+use crate::cli::{Cli, Command, Resolved, StateCommand};
+use crate::error::{usage, Outcome};
+use crate::render::progress::{Mode, Progress};
+use crate::render::{seconds, Palette};
+
+/// What every command gets: the resolved global flags and the command line.
+pub struct Context {
+    pub opts: Resolved,
+    /// The command line, recorded as the lock holder and in the journal.
+    pub command_line: String,
+    /// Set by the Ctrl-C handler (see `crate::interrupt`).
+    pub interrupted: Arc<AtomicBool>,
+}
+
+pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let ctx = Context {
+        opts: cli.global.resolve(&cwd),
+        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        interrupted,
+    };
+    match cli.command {
+        Command::Plan(a) => plan::run(&ctx, a.json),
+        Command::Apply(a) => apply::run(&ctx, a.yes),
+        Command::Destroy(a) => destroy::run(&ctx, a.yes),
+        Command::Refresh(a) => refresh::run(&ctx, a.json),
+        Command::Graph(a) => graph::run(&ctx, a.json),
+        Command::Providers(a) => providers::run(&ctx, a.json),
+        Command::State { command } => match command {
+            StateCommand::List(a) => state::list(&ctx, a.json),
+            StateCommand::Show { name, json } => state::show(&ctx, &name, json),
+            StateCommand::Rm { name } => state::rm(&ctx, &name),
+            StateCommand::Export { output, json: _ } => state::export(&ctx, output.as_deref()),
+            StateCommand::Import { file } => state::import(&ctx, &file),
+            StateCommand::Log { name, limit, json } => state::log(&ctx, name.as_deref(), limit, json),
+        },
+        Command::Provider { command } => provider_check::run(&ctx, command),
+        Command::Completions { shell } => completions::run(shell),
+        // Dispatched in `main` before any of the above is set up.
+        Command::BuiltinProvider { .. } => unreachable!("handled in main"),
+    }
+}
+
+impl Context {
+    /// The progress sink for this command's engine events.
+    pub fn progress(&self) -> Arc<Progress> {
+        let o = &self.opts;
+        Arc::new(Progress::new(Mode::choose(o.log_format, o.quiet), o.verbose, o.quiet))
+    }
+
+    /// An engine configured from the global flags, reporting to `progress`.
+    pub fn engine(&self, progress: &Arc<Progress>) -> anyhow::Result<Engine> {
+        let o = &self.opts;
+        let selection = match &o.on {
+            Some(s) => Some(Selection::parse(s).map_err(usage)?),
+            None => None,
+        };
+        let exe = std::env::current_exe().context("cannot find the ferry executable to run built-in providers")?;
+        let cfg = EngineConfig {
+            file: o.file.clone(),
+            state_path: o.state.clone(),
+            jobs: o.jobs,
+            selection,
+            builtin_providers: vec![(
+                "local".into(),
+                ProviderCommand {
+                    label: "local".into(),
+                    program: exe,
+                    args: vec!["__provider".into(), "local".into()],
+                },
+            )],
+            call_timeout: o.timeout,
+            lock_timeout: o.lock_timeout,
+            interrupted: self.interrupted.clone(),
+            command: self.command_line.clone(),
+        };
+        let eval = NixCli::new(NixSettings { options: o.nix_options.clone(), show_trace: o.show_trace })?;
+        Ok(Engine::new(cfg, Arc::new(eval), progress.clone()))
+    }
+
+    /// Colours for stdout (only on a terminal, and as `NO_COLOR`/`CLICOLOR` allow).
+    pub fn stdout_palette(&self) -> Palette {
+        Palette::new(console::colors_enabled())
+    }
+
+    /// `--timings`: one line on stderr.
+    pub fn timings(&self, t: &Timings) {
+        if self.opts.timings {
+            eprintln!("{}", timings_line(t));
+        }
+    }
+}
+
+/// `timings: 3 Nix evaluations (0.41s), 1 build (2.1s), plan 0.5s, apply 1.2s, total 1.9s,
+/// 42 provider calls`
+pub fn timings_line(t: &Timings) -> String {
+    let n = |count: u64, one: &str, many: &str| format!("{count} {}", if count == 1 { one } else { many });
+    format!(
+        "timings: {} ({}), {} ({}), plan {}, apply {}, total {}, {}",
+        n(t.nix_evaluations.into(), "Nix evaluation", "Nix evaluations"),
+        seconds(t.eval_seconds),
+        n(t.nix_builds.into(), "build", "builds"),
+        seconds(t.build_seconds),
+        seconds(t.plan_seconds),
+        seconds(t.apply_seconds),
+        seconds(t.total_seconds),
+        n(t.provider_calls, "provider call", "provider calls"),
+    )
+}
+
+/// Write `text` to stdout. A reader that went away (`ferry graph | head`) is not an error.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
+        _ => Ok(()),
+    }
+}
+
+/// `value` as pretty JSON on stdout.
+pub fn emit_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value).context("cannot encode JSON")?;
+    text.push('\n');
+    emit(&text)
+}
+
+/// Whether both stdin and stderr are terminals: a person can be asked.
+pub fn can_ask() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// The state file, or the error every state command gives when nothing was applied yet.
+pub fn require_state(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        Ok(())
+    } else {
+        anyhow::bail!("no state at {}: nothing has been applied yet", path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings_format() {
+        let t = Timings {
+            nix_evaluations: 3,
+            eval_seconds: 0.41,
+            nix_builds: 1,
+            build_seconds: 2.1,
+            plan_seconds: 0.5,
+            apply_seconds: 1.2,
+            total_seconds: 1.9,
+            provider_calls: 42,
+        };
+        assert_eq!(
+            timings_line(&t),
+            "timings: 3 Nix evaluations (0.41s), 1 build (2.1s), plan 0.5s, apply 1.2s, total 1.9s, 42 provider calls"
+        );
+    }
+}

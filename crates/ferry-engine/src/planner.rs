@@ -1,0 +1,199 @@
+//! Deciding what to do with one resource whose inputs are known: validate the inputs against
+//! the kind's schema, read the real resource (drift, adoption), and let the provider choose
+//! between update and replace. Pure with respect to state: it only calls the provider.
+
+use crate::plan::Action;
+use crate::provider_client::{CallError, ProviderCommand};
+use crate::registry::Registry;
+use ferry_protocol::{Call, Change, KindSchema, Object, Operation, PlanParams, PlanResult, Prior, ReadParams, ReadResult};
+use ferry_state::{Op, ResourceRecord, Status};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A resolved kind: schema, provider and call timeout.
+#[derive(Clone)]
+pub struct Kind {
+    pub kind: String,
+    pub schema: KindSchema,
+    pub command: ProviderCommand,
+    pub timeout: Duration,
+    pub validator: Arc<jsonschema::JSONSchema>,
+}
+
+impl Kind {
+    pub fn short(&self) -> String {
+        self.schema.name.clone()
+    }
+
+    /// Check inputs against the kind's declared JSON Schema.
+    pub fn validate(&self, resource: &str, inputs: &Object) -> Result<(), String> {
+        let v = serde_json::Value::Object(inputs.clone());
+        let result = self.validator.validate(&v);
+        if let Err(errors) = result {
+            let msgs: Vec<String> = errors
+                .map(|e| {
+                    let path = e.instance_path.to_string();
+                    let at = if path.is_empty() { "inputs".to_string() } else { format!("input `{}`", path.trim_start_matches('/').replace('/', ".")) };
+                    // Never echo values of sensitive inputs.
+                    let sensitive = self.schema.sensitive_inputs.iter().any(|s| path.trim_start_matches('/').starts_with(s.as_str()));
+                    if sensitive { format!("{at}: invalid value (sensitive)") } else { format!("{at}: {e}") }
+                })
+                .collect();
+            return Err(format!(
+                "resource `{resource}` ({}): inputs do not match the kind's schema: {}",
+                self.kind,
+                msgs.join("; ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub fn compile_schema(kind: &str, schema: &KindSchema) -> Result<Arc<jsonschema::JSONSchema>, String> {
+    jsonschema::JSONSchema::compile(&schema.inputs)
+        .map(Arc::new)
+        .map_err(|e| format!("provider's input schema for `{kind}` is not a valid JSON Schema: {e}"))
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub action: Action,
+    pub changes: Vec<Change>,
+    pub drift: Vec<String>,
+    pub reason: Option<String>,
+    /// For noop: the outputs to settle with (read, or recorded). For adopt: what was found.
+    pub outputs: Option<Object>,
+    /// For update/replace: what the provider gets as `prior`.
+    pub prior: Option<Prior>,
+    /// Read returned outputs different from the recorded ones.
+    pub outputs_changed: bool,
+}
+
+fn call<T: serde::de::DeserializeOwned>(reg: &Registry, k: &Kind, c: Call) -> Result<T, String> {
+    let v = reg.call(&k.command, c, k.timeout).map_err(|e| describe(&e, k))?;
+    serde_json::from_value(v).map_err(|e| format!("provider {} sent a malformed result: {e}", k.command.label))
+}
+
+pub fn describe(e: &CallError, k: &Kind) -> String {
+    match e {
+        CallError::Provider(p) => {
+            let code = p.code.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default();
+            format!("{}{code}", p.message)
+        }
+        CallError::Broken(m) => format!("{m} (kind {})", k.kind),
+    }
+}
+
+fn read(reg: &Registry, k: &Kind, name: &str, inputs: &Object, outputs: Option<&Object>) -> Result<ReadResult, String> {
+    call(
+        reg,
+        k,
+        Call::Read(ReadParams { kind: k.short(), resource: name.into(), inputs: inputs.clone(), outputs: outputs.cloned() }),
+    )
+}
+
+fn provider_plan(reg: &Registry, k: &Kind, name: &str, inputs: &Object, prior: Option<Prior>) -> Result<PlanResult, String> {
+    if !k.schema.supports(Operation::Plan) {
+        // The provider does not plan: compare inputs, update if it can, else replace.
+        let info = ferry_protocol::sdk::ProviderInfo { name: String::new(), version: String::new(), kinds: vec![k.schema.clone()] };
+        return Ok(ferry_protocol::sdk::default_plan(
+            &info,
+            &PlanParams { kind: k.short(), resource: name.into(), inputs: inputs.clone(), prior },
+        ));
+    }
+    call(reg, k, Call::Plan(PlanParams { kind: k.short(), resource: name.into(), inputs: inputs.clone(), prior }))
+}
+
+fn from_plan(p: PlanResult, drift: Vec<String>, prior: Option<Prior>) -> Decision {
+    let action = match p.action {
+        ferry_protocol::PlanAction::Noop => Action::Noop,
+        ferry_protocol::PlanAction::Create => Action::Create,
+        ferry_protocol::PlanAction::Update => Action::Update,
+        ferry_protocol::PlanAction::Replace => Action::Replace,
+    };
+    let outputs = if action == Action::Noop { prior.as_ref().map(|p| p.outputs.clone()) } else { None };
+    Decision { action, changes: p.changes, drift, reason: p.reason, outputs, prior, outputs_changed: false }
+}
+
+/// Decide for one resource. `stable`: its desired inputs equal the recorded ones.
+pub fn decide(reg: &Registry, k: &Kind, name: &str, desired: &Object, record: Option<&ResourceRecord>, stable: bool) -> Result<Decision, String> {
+    k.validate(name, desired)?;
+    let can_read = k.schema.supports(Operation::Read);
+    let Some(rec) = record else {
+        let p = provider_plan(reg, k, name, desired, None)?;
+        return Ok(Decision { action: Action::Create, ..from_plan(p, vec![], None) });
+    };
+    let ever_applied = rec.last_applied_at.is_some();
+    let pending_create = matches!(&rec.pending, Some(p) if p.op == Op::Create) && !ever_applied;
+    if pending_create || !ever_applied {
+        // A create was started and never confirmed: look for it before creating again.
+        let pend_inputs = rec.pending.as_ref().map(|p| p.inputs.clone()).unwrap_or_default();
+        if can_read {
+            let r = read(reg, k, name, &pend_inputs, None)?;
+            if r.exists {
+                let found = r.outputs.unwrap_or_default();
+                let prior = Prior { inputs: pend_inputs.clone(), outputs: found.clone() };
+                let p = provider_plan(reg, k, name, desired, Some(prior.clone()))?;
+                let mut d = from_plan(p, r.drift, Some(prior));
+                d.reason = Some(format!(
+                    "found the resource an interrupted run created; adopting it{}",
+                    if d.action == Action::Noop { String::new() } else { format!(", then {}", d.action.verb()) }
+                ));
+                if d.action == Action::Noop {
+                    d.action = Action::Adopt;
+                }
+                d.outputs = Some(found);
+                return Ok(d);
+            }
+        }
+        let p = provider_plan(reg, k, name, desired, None)?;
+        let reason = if pending_create && !can_read {
+            Some("an interrupted create may have happened; this kind cannot read, so it is created again (at-least-once)".into())
+        } else {
+            None
+        };
+        return Ok(Decision { action: Action::Create, reason, ..from_plan(p, vec![], None) });
+    }
+    let mut prior = Prior { inputs: rec.inputs.clone(), outputs: rec.outputs.clone() };
+    let mut drift = vec![];
+    let mut outputs_changed = false;
+    if can_read {
+        let r = read(reg, k, name, &rec.inputs, Some(&rec.outputs))?;
+        if !r.exists {
+            let p = provider_plan(reg, k, name, desired, None)?;
+            let mut d = from_plan(p, vec!["the resource no longer exists".into()], None);
+            d.action = Action::Create;
+            d.reason = Some("missing: it will be created again".into());
+            return Ok(d);
+        }
+        drift = r.drift;
+        if let Some(actual) = r.inputs {
+            for (key, v) in actual {
+                prior.inputs.insert(key, v);
+            }
+        }
+        if let Some(outs) = r.outputs {
+            outputs_changed = outs != rec.outputs;
+            prior.outputs = outs;
+        }
+    }
+    let interrupted_update = matches!(rec.status, Status::Pending(_) | Status::Failed);
+    if stable && drift.is_empty() && !interrupted_update {
+        return Ok(Decision {
+            action: Action::Noop,
+            changes: vec![],
+            drift,
+            reason: None,
+            outputs: Some(prior.outputs.clone()),
+            prior: Some(prior),
+            outputs_changed,
+        });
+    }
+    let p = provider_plan(reg, k, name, desired, Some(prior.clone()))?;
+    let mut d = from_plan(p, drift, Some(prior));
+    d.outputs_changed = outputs_changed;
+    if interrupted_update && d.action == Action::Noop {
+        d.reason = Some("the last operation did not complete; its inputs are now in place".into());
+    }
+    Ok(d)
+}

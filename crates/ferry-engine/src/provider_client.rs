@@ -1,0 +1,312 @@
+//! A connection to one provider process: handshake, concurrent calls matched by id, per-call
+//! timeouts, and clear errors when the provider crashes, hangs or writes garbage.
+
+use ferry_protocol::{Call, HandshakeParams, HandshakeResult, Message, Outcome, Request, PROTOCOL_VERSION};
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How to start a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProviderCommand {
+    /// Shown in messages: `local` for built-ins, the executable path otherwise.
+    pub label: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The provider answered with a structured error.
+    #[error("{}", .0.message)]
+    Provider(ferry_protocol::ProviderError),
+    /// The provider process is unusable (crashed, garbage, timeout, could not start).
+    #[error("{0}")]
+    Broken(String),
+}
+
+impl CallError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, CallError::Provider(e) if e.retryable)
+    }
+}
+
+/// Progress/log lines a provider sends about a request.
+pub type EventSink = Arc<dyn Fn(&str /*resource*/, &ferry_protocol::Event) + Send + Sync>;
+
+struct Shared {
+    waiting: HashMap<u64, (Option<String>, Sender<Result<Value, CallError>>)>,
+    broken: Option<String>,
+    stderr_tail: VecDeque<String>,
+}
+
+pub struct ProviderClient {
+    pub command: ProviderCommand,
+    pub handshake: HandshakeResult,
+    stdin: Mutex<Option<ChildStdin>>,
+    child: Mutex<Child>,
+    shared: Arc<Mutex<Shared>>,
+    next_id: Mutex<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ProviderClient {
+    /// Start the provider and perform the handshake.
+    pub fn start(command: ProviderCommand, timeout: Duration, events: EventSink) -> Result<Self, CallError> {
+        let mut child = Command::new(&command.program)
+            .args(&command.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                CallError::Broken(format!(
+                    "cannot start provider {}: {e}{}",
+                    command.label,
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        " (executable not found: check `provider.executable`)"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or_else(|| CallError::Broken("no stdout".into()))?;
+        let stderr = child.stderr.take().ok_or_else(|| CallError::Broken("no stderr".into()))?;
+        let shared = Arc::new(Mutex::new(Shared {
+            waiting: HashMap::new(),
+            broken: None,
+            stderr_tail: VecDeque::new(),
+        }));
+        {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut s = lock(&shared);
+                    if s.stderr_tail.len() >= 20 {
+                        s.stderr_tail.pop_front();
+                    }
+                    s.stderr_tail.push_back(line);
+                }
+            });
+        }
+        {
+            let shared = Arc::clone(&shared);
+            let label = command.label.clone();
+            std::thread::spawn(move || read_loop(label, stdout, shared, events));
+        }
+        let mut client = ProviderClient {
+            command,
+            handshake: HandshakeResult { protocol_version: 0, provider: String::new(), version: String::new(), kinds: vec![] },
+            stdin: Mutex::new(stdin),
+            child: Mutex::new(child),
+            shared,
+            next_id: Mutex::new(0),
+        };
+        let hs = client.call(
+            Call::Handshake(HandshakeParams {
+                protocol_versions: vec![PROTOCOL_VERSION],
+                ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+            }),
+            timeout,
+        )?;
+        client.handshake = serde_json::from_value(hs).map_err(|e| {
+            CallError::Broken(format!("provider {} sent an invalid handshake: {e}", client.command.label))
+        })?;
+        if client.handshake.protocol_version != PROTOCOL_VERSION {
+            return Err(CallError::Broken(format!(
+                "provider {} speaks protocol v{}, ferry speaks v{PROTOCOL_VERSION}",
+                client.command.label, client.handshake.protocol_version
+            )));
+        }
+        Ok(client)
+    }
+
+    pub fn is_broken(&self) -> bool {
+        lock(&self.shared).broken.is_some()
+    }
+
+    /// Send one request and wait for its response (other calls may run meanwhile).
+    pub fn call(&self, call: Call, timeout: Duration) -> Result<Value, CallError> {
+        let id = {
+            let mut n = lock(&self.next_id);
+            *n += 1;
+            *n
+        };
+        let resource = call.resource().map(str::to_string);
+        let method = call.method();
+        let (tx, rx) = channel();
+        {
+            let mut s = lock(&self.shared);
+            if let Some(b) = &s.broken {
+                return Err(CallError::Broken(b.clone()));
+            }
+            s.waiting.insert(id, (resource.clone(), tx));
+        }
+        let mut line = serde_json::to_string(&Request { id, call })
+            .map_err(|e| CallError::Broken(format!("cannot encode request: {e}")))?;
+        line.push('\n');
+        let write = {
+            let mut stdin = lock(&self.stdin);
+            match stdin.as_mut() {
+                Some(w) => w.write_all(line.as_bytes()).and_then(|_| w.flush()),
+                None => Err(std::io::Error::other("stdin closed")),
+            }
+        };
+        if let Err(e) = write {
+            lock(&self.shared).waiting.remove(&id);
+            let msg = self.describe_exit(&format!("provider {} is not accepting requests ({e})", self.command.label));
+            self.mark_broken(msg.clone());
+            return Err(CallError::Broken(msg));
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                let what = resource.map(|r| format!(" for resource `{r}`")).unwrap_or_default();
+                let msg = format!(
+                    "provider {} did not answer `{method}`{what} within {}s; it was stopped",
+                    self.command.label,
+                    timeout.as_secs_f64()
+                );
+                self.mark_broken(msg.clone());
+                self.kill();
+                Err(CallError::Broken(msg))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(CallError::Broken(self.describe_exit(&format!("provider {} went away", self.command.label))))
+            }
+        }
+    }
+
+    fn mark_broken(&self, msg: String) {
+        let waiting: Vec<_> = {
+            let mut s = lock(&self.shared);
+            s.broken.get_or_insert(msg.clone());
+            s.waiting.drain().collect()
+        };
+        for (_, (_, tx)) in waiting {
+            let _ = tx.send(Err(CallError::Broken(msg.clone())));
+        }
+    }
+
+    fn describe_exit(&self, base: &str) -> String {
+        let status = lock(&self.child).try_wait().ok().flatten();
+        let tail: Vec<String> = lock(&self.shared).stderr_tail.iter().cloned().collect();
+        let mut msg = base.to_string();
+        if let Some(st) = status {
+            msg.push_str(&format!(" (exited: {st})"));
+        }
+        if !tail.is_empty() {
+            msg.push_str(&format!("; its last stderr lines:\n  {}", tail.join("\n  ")));
+        }
+        msg
+    }
+
+    pub fn kill(&self) {
+        let mut c = lock(&self.child);
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Close stdin and give the provider a moment to exit by itself.
+    pub fn shutdown(&self, grace: Duration) {
+        lock(&self.stdin).take();
+        let deadline = std::time::Instant::now() + grace;
+        loop {
+            if let Ok(Some(_)) = lock(&self.child).try_wait() {
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                self.kill();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for ProviderClient {
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_secs(2));
+    }
+}
+
+fn read_loop(label: String, stdout: std::process::ChildStdout, shared: Arc<Mutex<Shared>>, events: EventSink) {
+    let mut reader = BufReader::new(stdout);
+    let mut buf = String::new();
+    let fail = |msg: String| {
+        let waiting: Vec<_> = {
+            let mut s = lock(&shared);
+            // Give the stderr reader a moment to collect the provider's last words.
+            drop(s);
+            std::thread::sleep(Duration::from_millis(50));
+            s = lock(&shared);
+            let tail: Vec<String> = s.stderr_tail.iter().cloned().collect();
+            let mut full = msg.clone();
+            if !tail.is_empty() {
+                full.push_str(&format!("; its last stderr lines:\n  {}", tail.join("\n  ")));
+            }
+            s.broken.get_or_insert(full);
+            let b = s.broken.clone().unwrap_or_default();
+            s.waiting.drain().map(|(_, w)| (w, b.clone())).collect()
+        };
+        for ((_, tx), b) in waiting {
+            let _ = tx.send(Err(CallError::Broken(b)));
+        }
+    };
+    loop {
+        buf.clear();
+        match reader.read_line(&mut buf) {
+            Ok(0) => {
+                fail(format!("provider {label} exited unexpectedly (closed its output)"));
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                fail(format!("provider {label}: cannot read its output: {e}"));
+                return;
+            }
+        }
+        let line = buf.trim_end();
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Message>(line) {
+            Ok(Message::Response(r)) => {
+                let waiter = lock(&shared).waiting.remove(&r.id);
+                if let Some((resource, tx)) = waiter {
+                    let res = match r.outcome {
+                        Outcome::Result(v) => Ok(v),
+                        Outcome::Error(mut e) => {
+                            if e.resource.is_none() {
+                                e.resource = resource;
+                            }
+                            Err(CallError::Provider(e))
+                        }
+                    };
+                    let _ = tx.send(res);
+                }
+            }
+            Ok(Message::Event(ev)) => {
+                let resource = lock(&shared).waiting.get(&ev.id).and_then(|(r, _)| r.clone());
+                if let Some(r) = resource {
+                    events(&r, &ev);
+                }
+            }
+            Err(_) => {
+                let shown: String = line.chars().take(200).collect();
+                fail(format!("provider {label} wrote something that is not a protocol message: {shown:?}"));
+                return;
+            }
+        }
+    }
+}

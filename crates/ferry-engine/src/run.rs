@@ -1,0 +1,519 @@
+//! The public entry points: plan, apply, destroy, refresh, graph, providers.
+
+use crate::planner::{Decision, Kind};
+use crate::session::{Access, Session};
+use crate::*;
+use ferry_eval::Evaluator;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+/// A configured engine. Each method is one run.
+pub struct Engine {
+    pub(crate) cfg: EngineConfig,
+    pub(crate) eval: Arc<dyn Evaluator>,
+    pub(crate) sink: Arc<dyn EventSink>,
+}
+
+/// What `ferry providers` shows for one provider.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderDescription {
+    pub name: String,
+    pub command: String,
+    pub version: String,
+    pub kinds: Vec<ferry_protocol::KindSchema>,
+}
+
+/// Result of `ferry refresh`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshReport {
+    /// name -> drift descriptions (empty: in sync)
+    pub resources: Vec<RefreshEntry>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshEntry {
+    pub name: String,
+    pub kind: String,
+    /// `inSync`, `drifted`, `missing`, `unreadable` (kind has no read), `error`
+    pub status: String,
+    pub drift: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, eval: Arc<dyn Evaluator>, sink: Arc<dyn EventSink>) -> Self {
+        Engine { cfg, eval, sink }
+    }
+
+    /// Evaluate and compare desired, recorded and actual state; changes nothing.
+    pub fn plan(&self) -> Result<(Plan, Timings), EngineError> {
+        let mut s = Session::open(self, Access::Read)?;
+        let t = Instant::now();
+        let planned = plan_phase(&mut s)?;
+        let plan = planned.to_plan(&s);
+        let timings = s.timings(t.elapsed().as_secs_f64(), 0.0);
+        Ok((plan, timings))
+    }
+
+    /// Plan, ask `confirm` (skipped when the plan has no changes), then apply.
+    pub fn apply(&self, confirm: &mut dyn FnMut(&Plan) -> bool) -> Result<(Plan, RunReport), EngineError> {
+        let mut s = Session::open(self, Access::Write)?;
+        let t = Instant::now();
+        let planned = plan_phase(&mut s)?;
+        let plan = planned.to_plan(&s);
+        let plan_seconds = t.elapsed().as_secs_f64();
+        let has_work = plan.summary.changes() > 0 || !planned.waiting.is_empty() || plan.has_errors()
+            || planned.decided.iter().any(|(n, d)| d.is_ok() && s.records.get(n).is_some_and(|r| r.status != ferry_state::Status::Ready));
+        if !has_work {
+            let mut report = RunReport { summary: plan.summary.clone(), ..Default::default() };
+            report.timings = s.timings(plan_seconds, 0.0);
+            return Ok((plan, report));
+        }
+        if (plan.summary.changes() > 0 || !planned.waiting.is_empty()) && !confirm(&plan) {
+            return Err(EngineError::Usage("apply cancelled; nothing was changed".into()));
+        }
+        let t2 = Instant::now();
+        let run = s.state().map(|st| st.begin_run(&self.cfg.command)).transpose()?.unwrap_or(0);
+        let work = planned.into_work(&s);
+        let mut report = scheduler::execute(&mut s, work, run);
+        if let Some(st) = s.state() {
+            let outcome = if report.interrupted { "interrupted" } else if report.ok() { "ok" } else { "failed" };
+            st.end_run(run, outcome)?;
+        }
+        report.summary.unchanged = plan.summary.unchanged;
+        report.timings = s.timings(plan_seconds, t2.elapsed().as_secs_f64());
+        Ok((plan, report))
+    }
+
+    /// Destroy every recorded resource (or the selection and what depends on it), in reverse
+    /// dependency order. Needs no evaluation: state has everything a delete needs.
+    pub fn destroy(&self, confirm: &mut dyn FnMut(&Plan) -> bool) -> Result<(Plan, RunReport), EngineError> {
+        let mut s = Session::open(self, Access::Write)?;
+        let t = Instant::now();
+        let mut chosen: BTreeSet<String> = match &self.cfg.selection {
+            Some(sel) => s.records.values().filter(|r| sel.matches(&r.name, &r.tags)).map(|r| r.name.clone()).collect(),
+            None => s.records.keys().cloned().collect(),
+        };
+        // Whatever depends on a destroyed resource goes too.
+        loop {
+            let more: Vec<String> = s
+                .records
+                .values()
+                .filter(|r| !chosen.contains(&r.name) && r.dependencies.iter().any(|d| chosen.contains(d)))
+                .map(|r| r.name.clone())
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            chosen.extend(more);
+        }
+        let mut plan = Plan::default();
+        let mut deletes = vec![];
+        let mut failed = vec![];
+        for name in &chosen {
+            let rec = s.records[name].clone();
+            plan.summary.add(Action::Delete);
+            plan.entries.push(delete_entry(&s, &rec));
+            match s.kind_of_record(&rec) {
+                Ok(kind) => deletes.push(delete_job(&s, &rec, kind, &chosen)),
+                Err(e) => failed.push((name.clone(), format!("resource `{name}`: {e}"))),
+            }
+        }
+        if plan.entries.is_empty() {
+            let report = RunReport { timings: s.timings(t.elapsed().as_secs_f64(), 0.0), ..Default::default() };
+            return Ok((plan, report));
+        }
+        if !confirm(&plan) {
+            return Err(EngineError::Usage("destroy cancelled; nothing was changed".into()));
+        }
+        let plan_seconds = t.elapsed().as_secs_f64();
+        let t2 = Instant::now();
+        let run = s.state().map(|st| st.begin_run(&self.cfg.command)).transpose()?.unwrap_or(0);
+        let work = scheduler::Work { ready: vec![], deletes, waiting: BTreeSet::new(), failed };
+        let mut report = scheduler::execute(&mut s, work, run);
+        if let Some(st) = s.state() {
+            st.end_run(run, if report.ok() { "ok" } else { "failed" })?;
+        }
+        report.timings = s.timings(plan_seconds, t2.elapsed().as_secs_f64());
+        Ok((plan, report))
+    }
+
+    /// Read every recorded resource, report drift, update recorded outputs.
+    pub fn refresh(&self) -> Result<RefreshReport, EngineError> {
+        let s = Session::open(self, Access::Write)?;
+        let run = s.state().map(|st| st.begin_run(&self.cfg.command)).transpose()?.unwrap_or(0);
+        let mut report = RefreshReport::default();
+        for rec in s.records.values() {
+            let mut entry = RefreshEntry { name: rec.name.clone(), kind: rec.kind.clone(), status: "inSync".into(), drift: vec![], error: None };
+            let kind = match s.kind_of_record(rec) {
+                Ok(k) => k,
+                Err(e) => {
+                    entry.status = "error".into();
+                    entry.error = Some(e);
+                    report.resources.push(entry);
+                    continue;
+                }
+            };
+            if !kind.schema.supports(ferry_protocol::Operation::Read) {
+                entry.status = "unreadable".into();
+                report.resources.push(entry);
+                continue;
+            }
+            let call = ferry_protocol::Call::Read(ferry_protocol::ReadParams {
+                kind: kind.short(),
+                resource: rec.name.clone(),
+                inputs: rec.inputs.clone(),
+                outputs: Some(rec.outputs.clone()),
+            });
+            match s.registry.call(&kind.command, call, kind.timeout) {
+                Ok(v) => match serde_json::from_value::<ferry_protocol::ReadResult>(v) {
+                    Ok(r) if !r.exists => {
+                        entry.status = "missing".into();
+                        entry.drift.push("the resource no longer exists".into());
+                    }
+                    Ok(r) => {
+                        if !r.drift.is_empty() {
+                            entry.status = "drifted".into();
+                            entry.drift = r.drift;
+                        }
+                        if let (Some(outs), Some(st)) = (r.outputs, s.state()) {
+                            if outs != rec.outputs {
+                                st.record_outputs(run, &rec.name, &outs)?;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        entry.status = "error".into();
+                        entry.error = Some(format!("provider {} sent a malformed read result: {e}", kind.command.label));
+                    }
+                },
+                Err(e) => {
+                    entry.status = "error".into();
+                    entry.error = Some(planner::describe(&e, &kind));
+                }
+            }
+            entry.drift = entry.drift.iter().map(|d| s.redactor.text(d)).collect();
+            report.resources.push(entry);
+        }
+        if let Some(st) = s.state() {
+            st.end_run(run, "ok")?;
+        }
+        Ok(report)
+    }
+
+    /// Resources and their visible output -> input edges (every output a placeholder).
+    pub fn graph(&self) -> Result<graph::Graph, EngineError> {
+        let mut s = Session::open(self, Access::Read)?;
+        s.first_round(false)?;
+        let nodes = s.decls.iter().map(|(n, d)| graph::Node { name: n.clone(), kind: d.kind.clone() }).collect();
+        Ok(graph::Graph { nodes, edges: s.edges.iter().cloned().collect() })
+    }
+
+    /// Built-in providers, plus external providers the deployment declares (if it exists).
+    pub fn providers(&self) -> Result<Vec<ProviderDescription>, EngineError> {
+        let mut s = Session::open(self, Access::Read)?;
+        if self.cfg.file.exists() {
+            s.first_round(false)?;
+        }
+        let mut out: Vec<ProviderDescription> = s
+            .registry
+            .started()
+            .iter()
+            .map(|c| ProviderDescription {
+                name: c.handshake.provider.clone(),
+                command: c.command.label.clone(),
+                version: c.handshake.version.clone(),
+                kinds: c.handshake.kinds.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+/// The outcome of planning: decisions for ready resources, the rest waiting.
+pub(crate) struct Planned {
+    pub decided: BTreeMap<String, Result<Decision, String>>,
+    pub waiting: BTreeSet<String>,
+    pub orphans: Vec<String>,
+}
+
+/// Evaluate (optimistically), decide every ready resource in parallel, and re-evaluate when a
+/// resource whose recorded outputs were lent to others turns out to change.
+pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
+    match s.first_round(true) {
+        Err(EngineError::Deployment(m)) if m.contains("infinite recursion") => {
+            // Lending recorded outputs can recurse through a new cycle; evaluate without it.
+            s.decls.clear();
+            s.first_round(false)?;
+        }
+        r => r?,
+    }
+    let selected = s.selected();
+    let in_scope = |n: &String| selected.as_ref().map_or(true, |sel| sel.contains(n));
+    let mut decided: BTreeMap<String, Result<Decision, String>> = BTreeMap::new();
+    loop {
+        let todo: Vec<(String, Result<Kind, String>, ferry_protocol::Object, bool)> = s
+            .decls
+            .keys()
+            .filter(|n| in_scope(n) && !decided.contains_key(*n))
+            .filter_map(|n| {
+                let e = s.evals.get(n)?;
+                let inputs = e.inputs.clone()?;
+                Some((n.clone(), s.kinds.get(n).cloned().unwrap_or_else(|| Err("no kind".into())), inputs, e.stable))
+            })
+            .collect();
+        let results = decide_all(s, todo);
+        let mut relend = false;
+        for (name, d) in results {
+            let stable = s.evals.get(&name).is_some_and(|e| e.stable);
+            match &d {
+                Ok(dec) if dec.action == Action::Noop => {
+                    let outs = dec.outputs.clone().unwrap_or_default();
+                    if let Some(Ok(k)) = s.kinds.get(&name) {
+                        s.redactor.learn(&outs, &k.schema.sensitive_outputs);
+                    }
+                    s.settled.insert(name.clone(), outs);
+                    if stable && dec.outputs_changed {
+                        s.unstable.insert(name.clone());
+                        relend = true;
+                    }
+                }
+                _ if stable => {
+                    s.unstable.insert(name.clone());
+                    relend = true;
+                }
+                _ => {}
+            }
+            decided.insert(name, d);
+        }
+        if !relend {
+            break;
+        }
+        // Resources computed with outputs that are about to change must be evaluated again.
+        let pending: Vec<String> = s.decls.keys().filter(|n| !s.settled.contains_key(*n)).cloned().collect();
+        decided.retain(|n, _| s.settled.contains_key(n));
+        s.round(Some(pending), true)?;
+    }
+    let waiting: BTreeSet<String> = s
+        .decls
+        .keys()
+        .filter(|n| in_scope(n) && !decided.contains_key(*n))
+        .cloned()
+        .collect();
+    check_cycles(s, &waiting)?;
+    let orphans = s.records.keys().filter(|n| !s.decls.contains_key(*n) && in_scope(n)).cloned().collect();
+    Ok(Planned { decided, waiting, orphans })
+}
+
+fn decide_all(s: &Session, todo: Vec<(String, Result<Kind, String>, ferry_protocol::Object, bool)>) -> Vec<(String, Result<Decision, String>)> {
+    let jobs = s.engine.cfg.jobs.max(1).min(todo.len().max(1));
+    let (registry, records, redactor) = (&*s.registry, &s.records, &s.redactor);
+    let queue = std::sync::Mutex::new(todo.into_iter());
+    let out = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                let Some((name, kind, inputs, stable)) = next else { break };
+                let d = kind.and_then(|k| planner::decide(registry, &k, &name, &inputs, records.get(&name), stable));
+                out.lock().unwrap_or_else(|e| e.into_inner()).push((name, d.map_err(|e| redactor.text(&e))));
+            });
+        }
+    });
+    out.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waiting resources whose visible dependencies form a cycle: report the chain.
+fn check_cycles(s: &Session, waiting: &BTreeSet<String>) -> Result<(), EngineError> {
+    fn visit(n: &str, s: &Session, waiting: &BTreeSet<String>, path: &mut Vec<String>, done: &mut BTreeSet<String>) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == n) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(n.to_string());
+            return Some(cycle);
+        }
+        if !done.insert(n.to_string()) {
+            return None;
+        }
+        path.push(n.to_string());
+        for d in s.deps.get(n).into_iter().flatten() {
+            if waiting.contains(d) {
+                if let Some(c) = visit(d, s, waiting, path, done) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for w in waiting {
+        if let Some(mut c) = visit(w, s, waiting, &mut vec![], &mut done) {
+            // Print in the direction values flow: a -> b means b reads a's outputs.
+            c.reverse();
+            return Err(EngineError::Deployment(format!("dependency cycle: {}", c.join(" -> "))));
+        }
+    }
+    Ok(())
+}
+
+impl Planned {
+    pub fn to_plan(&self, s: &Session) -> Plan {
+        let mut plan = Plan::default();
+        for (name, d) in &self.decided {
+            let decl = &s.decls[name];
+            let kind = s.kinds.get(name).and_then(|k| k.as_ref().ok());
+            let sensitive = kind.map(|k| k.schema.sensitive_inputs.clone()).unwrap_or_default();
+            let inputs = s.evals.get(name).and_then(|e| e.inputs.clone()).unwrap_or_default();
+            let mut e = PlanEntry {
+                name: name.clone(),
+                kind: decl.kind.clone(),
+                action: Action::Noop,
+                inputs: s.redactor.inputs(&inputs, &sensitive),
+                known_after_apply: vec![],
+                changes: vec![],
+                drift: vec![],
+                reason: None,
+                depends_on: s.deps.get(name).map(|d| d.iter().cloned().collect()).unwrap_or_default(),
+                tags: decl.tags.clone(),
+                error: None,
+            };
+            match d {
+                Ok(dec) => {
+                    e.action = dec.action;
+                    e.changes = dec
+                        .changes
+                        .iter()
+                        .map(|c| {
+                            let hide = |v: &Option<serde_json::Value>| {
+                                v.as_ref().map(|v| if sensitive.contains(&c.path) { serde_json::Value::String(redact::SHOWN.into()) } else { s.redactor.value(v) })
+                            };
+                            ferry_protocol::Change { before: hide(&c.before), after: hide(&c.after), ..c.clone() }
+                        })
+                        .collect();
+                    e.drift = dec.drift.iter().map(|x| s.redactor.text(x)).collect();
+                    e.reason = dec.reason.clone();
+                }
+                Err(err) => e.error = Some(err.clone()),
+            }
+            plan.summary.add(e.action);
+            plan.entries.push(e);
+        }
+        for name in &self.waiting {
+            let decl = &s.decls[name];
+            let ev = s.evals.get(name);
+            let kind = s.kinds.get(name).and_then(|k| k.as_ref().ok());
+            let sensitive = kind.map(|k| k.schema.sensitive_inputs.clone()).unwrap_or_default();
+            let unknown = ev.map(|e| e.unknown_inputs.clone()).unwrap_or_default();
+            let mut inputs = serde_json::Map::new();
+            if let Some(p) = ev.and_then(|e| e.preview.as_ref()) {
+                for (k, v) in p {
+                    let shown = match v {
+                        _ if sensitive.contains(k) => serde_json::Value::String(redact::SHOWN.into()),
+                        // Only visible placeholders make a trustworthy preview (a derivation
+                        // built from a placeholder has a plausible but wrong store path).
+                        Some(v) if !unknown.contains(k) => s.redactor.value(v),
+                        Some(v) if !ferry_eval::find_placeholders(v).is_empty() => render(&s.redactor.value(v)),
+                        _ if unknown.contains(k) => serde_json::Value::String("(known after apply)".into()),
+                        _ => serde_json::Value::String("(known after apply)".into()),
+                    };
+                    inputs.insert(k.clone(), shown);
+                }
+            }
+            let action = if s.records.contains_key(name) { Action::Update } else { Action::Create };
+            plan.summary.add(action);
+            plan.entries.push(PlanEntry {
+                name: name.clone(),
+                kind: decl.kind.clone(),
+                action,
+                inputs,
+                known_after_apply: unknown,
+                changes: vec![],
+                drift: vec![],
+                reason: Some("inputs depend on outputs not known yet".into()),
+                depends_on: s.deps.get(name).map(|d| d.iter().cloned().collect()).unwrap_or_default(),
+                tags: decl.tags.clone(),
+                error: s.kinds.get(name).and_then(|k| k.as_ref().err().cloned()),
+            });
+        }
+        for name in &self.orphans {
+            plan.summary.add(Action::Delete);
+            plan.entries.push(delete_entry(s, &s.records[name]));
+        }
+        plan.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        plan
+    }
+
+    pub fn into_work(self, s: &Session) -> scheduler::Work {
+        let mut ready = vec![];
+        let mut failed = vec![];
+        for (name, d) in self.decided {
+            match d {
+                Ok(dec) => {
+                    let settled_noop = dec.action == Action::Noop && s.records.get(&name).map_or(true, |r| r.status == ferry_state::Status::Ready);
+                    if settled_noop {
+                        continue;
+                    }
+                    let (Some(Ok(kind)), Some(ev)) = (s.kinds.get(&name), s.evals.get(&name)) else { continue };
+                    let inputs = ev.inputs.clone().unwrap_or_default();
+                    ready.push(scheduler::job_for(s, &name, kind.clone(), inputs, ev, Some(dec)));
+                }
+                Err(e) => failed.push((name, e)),
+            }
+        }
+        let deleting: BTreeSet<String> = self.orphans.iter().cloned().collect();
+        let mut deletes = vec![];
+        for name in &self.orphans {
+            let rec = &s.records[name];
+            match s.kind_of_record(rec) {
+                Ok(kind) => deletes.push(delete_job(s, rec, kind, &deleting)),
+                Err(e) => failed.push((name.clone(), format!("resource `{name}`: {e}"))),
+            }
+        }
+        scheduler::Work { ready, deletes, waiting: self.waiting, failed }
+    }
+}
+
+fn render(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(x) => serde_json::Value::String(ferry_eval::render_placeholders(x)),
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(render).collect()),
+        serde_json::Value::Object(o) => serde_json::Value::Object(o.iter().map(|(k, x)| (k.clone(), render(x))).collect()),
+        other => other.clone(),
+    }
+}
+
+fn delete_entry(s: &Session, rec: &ferry_state::ResourceRecord) -> PlanEntry {
+    PlanEntry {
+        name: rec.name.clone(),
+        kind: rec.kind.clone(),
+        action: Action::Delete,
+        inputs: serde_json::Map::new(),
+        known_after_apply: vec![],
+        changes: vec![],
+        drift: vec![],
+        reason: if s.decls.is_empty() { None } else { Some("no longer in the deployment".into()) },
+        depends_on: rec.dependencies.clone(),
+        tags: rec.tags.clone(),
+        error: None,
+    }
+}
+
+fn delete_job(s: &Session, rec: &ferry_state::ResourceRecord, kind: Kind, deleting: &BTreeSet<String>) -> scheduler::Job {
+    scheduler::Job {
+        name: rec.name.clone(),
+        kind,
+        inputs: None,
+        context: BTreeMap::new(),
+        record: Some(rec.clone()),
+        decision: None,
+        stable: false,
+        delete: true,
+        // Only edges among the resources being deleted order the deletes.
+        deps: rec.dependencies.iter().filter(|d| deleting.contains(*d)).cloned().collect(),
+        tags: rec.tags.clone(),
+    }
+}

@@ -1,0 +1,412 @@
+//! The executor: runs provider calls on worker threads (at most `jobs` at once), starts a new
+//! evaluation round when settled outputs can make waiting resources ready, and records every
+//! intent and result in state — all state writes happen here, on the scheduler thread.
+
+use crate::events::EngineEvent;
+use crate::plan::Action;
+use crate::planner::{decide, describe, Decision, Kind};
+use crate::session::Session;
+use crate::*;
+use ferry_eval::{ResourceEval, RoundRequest};
+use ferry_protocol::{Call, CreateParams, DeleteParams, Object, OutputsResult, Prior, UpdateParams};
+use ferry_state::{Intent, Op, ResourceRecord, Status, Success};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+/// One unit of work for a worker.
+pub(crate) struct Job {
+    pub name: String,
+    pub kind: Kind,
+    /// Desired inputs (absent for deletes).
+    pub inputs: Option<Object>,
+    pub context: BTreeMap<String, Vec<String>>,
+    pub record: Option<ResourceRecord>,
+    /// Decided during planning; `None`: decide in the worker (resource became ready later).
+    pub decision: Option<Decision>,
+    pub stable: bool,
+    pub delete: bool,
+    pub deps: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+enum Msg {
+    Intent(Intent, Sender<Result<i64, String>>),
+    Outcome(i64, Result<Option<Object>, String>),
+    Finished { name: String, action: Action, result: Result<Option<Object>, String>, seconds: f64 },
+    Eval(Result<ferry_eval::RoundResult, ferry_eval::EvalError>, f64),
+}
+
+/// The worker side of a job.
+fn run_job(job: Job, reg: &registry::Registry, eval: &dyn ferry_eval::Evaluator, sink: &dyn EventSink, tx: &Sender<Msg>) -> (Action, Result<Option<Object>, String>) {
+    let name = job.name.clone();
+    let k = &job.kind;
+    let intent = |op: Op, inputs: &Object| -> Result<i64, String> {
+        let (rtx, rrx) = channel();
+        let i = Intent {
+            resource: name.clone(),
+            op,
+            kind: k.kind.clone(),
+            provider: reg.record_of(&k.command),
+            inputs: inputs.clone(),
+            dependencies: job.deps.clone(),
+            tags: job.tags.clone(),
+            sensitive_outputs: k.schema.sensitive_outputs.clone(),
+        };
+        tx.send(Msg::Intent(i, rtx)).map_err(|_| "scheduler stopped".to_string())?;
+        rrx.recv().map_err(|_| "scheduler stopped".to_string())?
+    };
+    let outcome = |id: i64, r: &Result<Option<Object>, String>| {
+        let _ = tx.send(Msg::Outcome(id, r.clone()));
+    };
+    let call_outputs = |c: Call| -> Result<Option<Object>, String> {
+        let v = reg.call(&k.command, c, k.timeout).map_err(|e| describe(&e, k))?;
+        let r: OutputsResult = serde_json::from_value(v).map_err(|e| format!("provider {} sent a malformed result: {e}", k.command.label))?;
+        Ok(Some(r.outputs))
+    };
+    let delete = |inputs: &Object, outputs: &Object| -> Result<Option<Object>, String> {
+        let id = intent(Op::Delete, inputs)?;
+        let r = reg
+            .call(&k.command, Call::Delete(DeleteParams { kind: k.short(), resource: name.clone(), inputs: inputs.clone(), outputs: outputs.clone() }), k.timeout)
+            .map(|_| None)
+            .map_err(|e| describe(&e, k));
+        outcome(id, &r);
+        r
+    };
+
+    if job.delete {
+        sink.event(EngineEvent::Started { resource: name.clone(), action: Action::Delete });
+        let rec = job.record.clone().unwrap_or_else(|| unreachable_record(&name));
+        let inputs = if rec.last_applied_at.is_some() { rec.inputs.clone() } else { rec.pending.clone().map(|p| p.inputs).unwrap_or_default() };
+        return (Action::Delete, delete(&inputs, &rec.outputs));
+    }
+    let Some(inputs) = job.inputs.clone() else { return (Action::Noop, Err("internal: job without inputs".into())) };
+    let decision = match job.decision.clone() {
+        Some(d) => d,
+        None => match decide(reg, k, &name, &inputs, job.record.as_ref(), job.stable) {
+            Ok(d) => d,
+            Err(e) => return (Action::Noop, Err(e)),
+        },
+    };
+    let action = decision.action;
+    let needs_repair = job.record.as_ref().is_some_and(|r| r.status != Status::Ready);
+    if action == Action::Noop && !needs_repair {
+        return (Action::Noop, Ok(decision.outputs));
+    }
+    sink.event(EngineEvent::Started { resource: name.clone(), action });
+    if !job.context.is_empty() && matches!(action, Action::Create | Action::Update | Action::Replace) {
+        sink.event(EngineEvent::Phase { resource: name.clone(), phase: "build".into(), message: format!("realising {} store path(s)", job.context.len()) });
+        if let Err(e) = eval.realise(&job.context) {
+            return (action, Err(format!("building inputs: {e}")));
+        }
+    }
+    let create = || -> Result<Option<Object>, String> {
+        let id = intent(Op::Create, &inputs)?;
+        let r = call_outputs(Call::Create(CreateParams { kind: k.short(), resource: name.clone(), inputs: inputs.clone() }));
+        outcome(id, &r);
+        r
+    };
+    let result = match action {
+        Action::Create => create(),
+        Action::Update => {
+            let prior = decision.prior.clone().unwrap_or(Prior { inputs: Object::new(), outputs: Object::new() });
+            let id = match intent(Op::Update, &inputs) {
+                Ok(id) => id,
+                Err(e) => return (action, Err(e)),
+            };
+            let r = call_outputs(Call::Update(UpdateParams { kind: k.short(), resource: name.clone(), inputs: inputs.clone(), prior }));
+            outcome(id, &r);
+            r
+        }
+        Action::Replace => {
+            let prior = decision.prior.clone().unwrap_or(Prior { inputs: Object::new(), outputs: Object::new() });
+            match delete(&prior.inputs, &prior.outputs) {
+                Ok(_) => create(),
+                Err(e) => Err(e),
+            }
+        }
+        Action::Adopt | Action::Noop => {
+            let id = match intent(Op::Adopt, &inputs) {
+                Ok(id) => id,
+                Err(e) => return (action, Err(e)),
+            };
+            let r = Ok(decision.outputs.clone().or_else(|| job.record.as_ref().map(|r| r.outputs.clone())));
+            outcome(id, &r);
+            r
+        }
+        Action::Delete => delete(&inputs, &job.record.as_ref().map(|r| r.outputs.clone()).unwrap_or_default()),
+    };
+    (action, result)
+}
+
+fn unreachable_record(name: &str) -> ResourceRecord {
+    ResourceRecord {
+        name: name.to_string(),
+        kind: String::new(),
+        provider: serde_json::Value::Null,
+        inputs: Object::new(),
+        outputs: Object::new(),
+        status: Status::Ready,
+        pending: None,
+        last_error: None,
+        dependencies: vec![],
+        tags: vec![],
+        sensitive_outputs: vec![],
+        created_at: String::new(),
+        updated_at: String::new(),
+        last_applied_at: None,
+    }
+}
+
+/// What the executor starts with.
+pub(crate) struct Work {
+    /// Jobs ready now (decided during planning).
+    pub ready: Vec<Job>,
+    /// Deletes (orphans, or everything for destroy), run first, dependents before dependencies.
+    pub deletes: Vec<Job>,
+    /// Declared resources still waiting for outputs.
+    pub waiting: BTreeSet<String>,
+    /// Resources that already failed during planning (name -> error).
+    pub failed: Vec<(String, String)>,
+}
+
+pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
+    let cfg = s.engine.cfg.clone();
+    let jobs_limit = cfg.jobs.max(1);
+    let (tx, rx): (Sender<Msg>, Receiver<Msg>) = channel();
+    let mut report = RunReport::default();
+    let mut failed: BTreeMap<String, String> = work.failed.into_iter().collect();
+    let mut skipped: BTreeMap<String, String> = BTreeMap::new();
+    let mut queue: VecDeque<Job> = work.ready.into();
+    let mut deletes: Vec<Job> = work.deletes;
+    let mut waiting = work.waiting;
+    let mut in_flight: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut eval_running = false;
+    let mut settled_since_eval = 0usize;
+    let mut last_eval = Duration::from_millis(200);
+    let mut stopping = false;
+    let mut delete_deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let state_store = s.state.take();
+    let state = state_store.as_ref();
+
+    std::thread::scope(|scope| {
+        loop {
+            if cfg.interrupted.load(Ordering::SeqCst) && !stopping {
+                stopping = true;
+                report.interrupted = true;
+                s.engine.sink.event(EngineEvent::Warning { message: "interrupted: no new work is started; waiting for running calls".into() });
+            }
+            // Dispatch. Deletes first, each only after everything that depended on it is gone;
+            // creates and updates after all deletes (a renamed resource may reuse a path).
+            while !stopping && in_flight.len() < jobs_limit {
+                let job = if !deletes.is_empty() {
+                    let free = |j: &Job| {
+                        !deletes.iter().any(|o| o.name != j.name && o.deps.contains(&j.name))
+                            && !delete_deps.values().any(|d: &Vec<String>| d.contains(&j.name))
+                    };
+                    match deletes.iter().position(free) {
+                        Some(p) => deletes.remove(p),
+                        None => break,
+                    }
+                } else if !delete_deps.is_empty() {
+                    break;
+                } else {
+                    match queue.pop_front() {
+                        Some(j) => j,
+                        None => break,
+                    }
+                };
+                if job.delete {
+                    delete_deps.insert(job.name.clone(), job.deps.clone());
+                }
+                in_flight.insert(job.name.clone(), Instant::now());
+                let tx = tx.clone();
+                let reg = std::sync::Arc::clone(&s.registry);
+                let eval = std::sync::Arc::clone(&s.engine.eval);
+                let sink = std::sync::Arc::clone(&s.engine.sink);
+                scope.spawn(move || {
+                    let start = Instant::now();
+                    let name = job.name.clone();
+                    let (action, result) = run_job(job, &reg, &*eval, &*sink, &tx);
+                    let _ = tx.send(Msg::Finished { name, action, result, seconds: start.elapsed().as_secs_f64() });
+                });
+            }
+            // A new round when outputs arrived that waiting resources may need.
+            if !stopping && !eval_running && !waiting.is_empty() && settled_since_eval > 0 {
+                let idle = in_flight.is_empty() && queue.is_empty();
+                let visibly_ready = waiting.iter().any(|w| {
+                    s.deps.get(w).is_some_and(|d| !d.is_empty() && d.iter().all(|x| s.settled.contains_key(x)))
+                });
+                let slow = in_flight.values().all(|t| t.elapsed() > last_eval);
+                if idle || (visibly_ready && queue.is_empty() && slow) {
+                    eval_running = true;
+                    settled_since_eval = 0;
+                    s.rounds += 1;
+                    let req = RoundRequest {
+                        file: cfg.file.clone(),
+                        known: s.settled.clone(),
+                        recorded: BTreeMap::new(),
+                        unstable: vec![],
+                        pending: Some(waiting.iter().cloned().collect()),
+                        schemas: s.schemas.clone(),
+                        want_declarations: false,
+                        want_previews: false,
+                        want_edges: true,
+                        write_drvs: true,
+                    };
+                    s.engine.sink.event(EngineEvent::EvalStarted { round: s.rounds, pending: waiting.len() });
+                    let eval = std::sync::Arc::clone(&s.engine.eval);
+                    let tx = tx.clone();
+                    scope.spawn(move || {
+                        let start = Instant::now();
+                        let r = eval.round(&req);
+                        let _ = tx.send(Msg::Eval(r, start.elapsed().as_secs_f64()));
+                    });
+                }
+            }
+            if in_flight.is_empty() && !eval_running && queue.is_empty() && deletes.is_empty() && (waiting.is_empty() || settled_since_eval == 0 || stopping) {
+                break;
+            }
+            let msg = match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            match msg {
+                Msg::Intent(intent, reply) => {
+                    let r = match state {
+                        Some(st) => st.record_intent(run, &intent).map_err(|e| format!("recording intent: {e}")),
+                        None => Err("no state".into()),
+                    };
+                    let _ = reply.send(r);
+                }
+                Msg::Outcome(id, result) => {
+                    if let Some(st) = state {
+                        let r = match &result {
+                            Ok(outputs) => st.record_success(run, id, &Success { outputs: outputs.clone() }),
+                            Err(e) => st.record_failure(run, id, &s.redactor.text(e)),
+                        };
+                        if let Err(e) = r {
+                            s.engine.sink.event(EngineEvent::Warning { message: format!("recording result: {e}") });
+                        }
+                    }
+                }
+                Msg::Finished { name, action, result, seconds } => {
+                    in_flight.remove(&name);
+                    delete_deps.remove(&name);
+                    match result {
+                        Ok(outputs) => {
+                            report.summary.add(action);
+                            if action != Action::Delete {
+                                let outputs = outputs.unwrap_or_default();
+                                if let Some(Ok(k)) = s.kinds.get(&name) {
+                                    s.redactor.learn(&outputs, &k.schema.sensitive_outputs);
+                                }
+                                s.settled.insert(name.clone(), outputs);
+                                settled_since_eval += 1;
+                            }
+                            if action != Action::Noop {
+                                s.engine.sink.event(EngineEvent::Finished { resource: name, action, seconds });
+                            }
+                        }
+                        Err(e) => {
+                            let e = s.redactor.text(&e);
+                            s.engine.sink.event(EngineEvent::Failed { resource: name.clone(), error: e.clone() });
+                            failed.insert(name, e);
+                        }
+                    }
+                }
+                Msg::Eval(result, secs) => {
+                    eval_running = false;
+                    last_eval = Duration::from_secs_f64(secs);
+                    match result {
+                        Ok(res) => {
+                            let ready = res.results.values().filter(|r| r.inputs.is_some()).count();
+                            s.engine.sink.event(EngineEvent::EvalFinished { round: s.rounds, ready, seconds: secs });
+                            absorb(s, &res.results);
+                            for (name, r) in res.results {
+                                let Some(inputs) = r.inputs.clone() else { continue };
+                                waiting.remove(&name);
+                                match s.kinds.get(&name).cloned() {
+                                    Some(Ok(kind)) => queue.push_back(job_for(s, &name, kind, inputs, &r, None)),
+                                    Some(Err(e)) => {
+                                        failed.insert(name, e);
+                                    }
+                                    None => {}
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let msg = match e {
+                                ferry_eval::EvalError::Nix { message, .. } => message,
+                                other => other.to_string(),
+                            };
+                            let msg = s.redactor.text(&format!("evaluating {}: {msg}", cfg.file.display()));
+                            for w in std::mem::take(&mut waiting) {
+                                failed.insert(w, msg.clone());
+                            }
+                            stopping = true;
+                        }
+                    }
+                }
+            }
+        }
+    });
+
+    // Whatever still waits: a failed dependency, an interruption, or a cycle.
+    let blocked: BTreeSet<String> = failed.keys().cloned().collect();
+    for w in &waiting {
+        let dep_failed = s.deps.get(w).and_then(|d| d.iter().find(|x| blocked.contains(*x) || waiting.contains(*x) && *x != w)).cloned();
+        let reason = if report.interrupted {
+            "interrupted before it could start".to_string()
+        } else if let Some(d) = s.deps.get(w).and_then(|d| d.iter().find(|x| blocked.contains(*x)).cloned()) {
+            format!("dependency `{d}` failed")
+        } else if let Some(d) = dep_failed {
+            format!("waits on `{d}`, which never became ready")
+        } else {
+            "its inputs never became known (a dependency failed, or its inputs `throw`)".to_string()
+        };
+        s.engine.sink.event(EngineEvent::Skipped { resource: w.clone(), reason: reason.clone() });
+        skipped.insert(w.clone(), reason);
+    }
+    for (j, why) in queue.iter().map(|j| (j.name.clone(), "interrupted before it could start")).chain(deletes.iter().map(|j| (j.name.clone(), "interrupted before it could start"))) {
+        skipped.insert(j, why.to_string());
+    }
+    s.state = state_store;
+    report.failed = failed.into_iter().collect();
+    report.skipped = skipped.into_iter().collect();
+    report
+}
+
+/// Take a round's results into the session (edges, evals).
+pub(crate) fn absorb(s: &mut Session, results: &BTreeMap<String, ResourceEval>) {
+    for (name, r) in results {
+        if let Some(e) = &r.edges {
+            let mut deps = BTreeSet::new();
+            for (input, v) in e.as_object().into_iter().flatten() {
+                for p in ferry_eval::find_placeholders(v) {
+                    deps.insert(p.resource.clone());
+                    s.edges.insert(graph::Edge { from: p.resource, output: p.output, to: name.clone(), input: input.clone() });
+                }
+            }
+            s.deps.insert(name.clone(), deps);
+        }
+        s.evals.insert(name.clone(), r.clone());
+    }
+}
+
+pub(crate) fn job_for(s: &Session, name: &str, kind: Kind, inputs: Object, r: &ResourceEval, decision: Option<Decision>) -> Job {
+    Job {
+        name: name.to_string(),
+        kind,
+        inputs: Some(inputs),
+        context: r.context.clone(),
+        record: s.records.get(name).cloned(),
+        decision,
+        stable: r.stable,
+        delete: false,
+        deps: s.deps.get(name).map(|d| d.iter().cloned().collect()).unwrap_or_default(),
+        tags: s.decls.get(name).map(|d| d.tags.clone()).unwrap_or_default(),
+    }
+}

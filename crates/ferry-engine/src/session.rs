@@ -1,0 +1,326 @@
+//! One run's context: state, lock, providers, declarations, and the evaluation rounds.
+
+use crate::graph::Edge;
+use crate::planner::{compile_schema, Kind};
+use crate::redact::Redactor;
+use crate::registry::Registry;
+use crate::*;
+use ferry_eval::{Declaration, KindOutputs, Recorded, ResourceEval, RoundRequest, RoundResult};
+use ferry_state::{ResourceRecord, StateStore, Status};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+pub(crate) struct Session<'e> {
+    pub engine: &'e Engine,
+    pub state: Option<StateStore>,
+    pub _lock: Option<ferry_state::RunLock>,
+    pub registry: Arc<Registry>,
+    pub records: BTreeMap<String, ResourceRecord>,
+    pub decls: BTreeMap<String, Declaration>,
+    /// Resolved kind per declared resource, or why it could not be resolved.
+    pub kinds: BTreeMap<String, Result<Kind, String>>,
+    /// Output names per kind string, for placeholders.
+    pub schemas: BTreeMap<String, KindOutputs>,
+    pub evals: BTreeMap<String, ResourceEval>,
+    /// Visible dependencies per resource (name -> names it reads outputs of).
+    pub deps: BTreeMap<String, BTreeSet<String>>,
+    pub edges: BTreeSet<Edge>,
+    pub redactor: Redactor,
+    pub settled: BTreeMap<String, Map<String, Value>>,
+    pub unstable: BTreeSet<String>,
+    pub rounds: u32,
+    pub write_drvs: bool,
+    pub started: Instant,
+}
+
+pub(crate) enum Access {
+    /// Read-only: no lock, a missing state file is an empty state.
+    Read,
+    /// Exclusive: create the state if needed and hold the run lock.
+    Write,
+}
+
+impl<'e> Session<'e> {
+    pub fn open(engine: &'e Engine, access: Access) -> Result<Self, EngineError> {
+        let cfg = &engine.cfg;
+        let (state, lock) = match access {
+            Access::Read => match ferry_state::StateStore::open_existing(&cfg.state_path) {
+                Ok(s) => (Some(s), None),
+                Err(ferry_state::StateError::Missing { .. }) => (None, None),
+                Err(e) => return Err(e.into()),
+            },
+            Access::Write => {
+                let s = StateStore::open(&cfg.state_path)?;
+                let l = s.lock(&cfg.command, cfg.lock_timeout)?;
+                (Some(s), Some(l))
+            }
+        };
+        let records = match &state {
+            Some(s) => s.resources()?.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            None => BTreeMap::new(),
+        };
+        let registry = Arc::new(Registry::new(&cfg.builtin_providers, cfg.call_timeout.min(std::time::Duration::from_secs(60)), Arc::clone(&engine.sink)));
+        let mut redactor = Redactor::default();
+        for r in records.values() {
+            redactor.learn(&r.outputs, &r.sensitive_outputs);
+        }
+        let mut s = Session {
+            engine,
+            state,
+            _lock: lock,
+            registry,
+            records,
+            decls: BTreeMap::new(),
+            kinds: BTreeMap::new(),
+            schemas: BTreeMap::new(),
+            evals: BTreeMap::new(),
+            deps: BTreeMap::new(),
+            edges: BTreeSet::new(),
+            redactor,
+            settled: BTreeMap::new(),
+            unstable: BTreeSet::new(),
+            rounds: 0,
+            write_drvs: matches!(access, Access::Write),
+            started: Instant::now(),
+        };
+        // Built-in kinds are known before the first round, for exact placeholders.
+        for (name, cmd) in &cfg.builtin_providers {
+            if let Ok(client) = s.registry.client(cmd) {
+                for k in &client.handshake.kinds {
+                    s.schemas.insert(format!("{name}.{}", k.name), outputs_of(k));
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn state(&self) -> Option<&StateStore> {
+        self.state.as_ref()
+    }
+
+    /// Run one evaluation round over `pending` (None: all declared resources).
+    pub fn round(&mut self, pending: Option<Vec<String>>, optimistic: bool) -> Result<RoundResult, EngineError> {
+        self.rounds += 1;
+        let n = pending.as_ref().map(Vec::len).unwrap_or(self.decls.len());
+        self.engine.sink.event(EngineEvent::EvalStarted { round: self.rounds, pending: n });
+        let start = Instant::now();
+        let recorded = if optimistic {
+            self.records
+                .values()
+                .filter(|r| r.status == Status::Ready && r.last_applied_at.is_some() && !self.settled.contains_key(&r.name))
+                .map(|r| (r.name.clone(), Recorded { inputs: r.inputs.clone(), outputs: r.outputs.clone() }))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let req = RoundRequest {
+            file: self.engine.cfg.file.clone(),
+            known: self.settled.clone(),
+            recorded,
+            unstable: self.unstable.iter().cloned().collect(),
+            pending,
+            schemas: self.schemas.clone(),
+            want_declarations: self.decls.is_empty(),
+            want_previews: true,
+            want_edges: true,
+            write_drvs: self.write_drvs,
+        };
+        let res = self.engine.eval.round(&req).map_err(|e| self.eval_error(e))?;
+        let ready = res.results.values().filter(|r| r.inputs.is_some()).count();
+        self.engine.sink.event(EngineEvent::EvalFinished { round: self.rounds, ready, seconds: start.elapsed().as_secs_f64() });
+        for (name, r) in &res.results {
+            if let Some(e) = &r.edges {
+                let mut deps = BTreeSet::new();
+                for (input, v) in e.as_object().into_iter().flatten() {
+                    for p in ferry_eval::find_placeholders(v) {
+                        deps.insert(p.resource.clone());
+                        self.edges.insert(Edge { from: p.resource, output: p.output, to: name.clone(), input: input.clone() });
+                    }
+                }
+                self.deps.insert(name.clone(), deps);
+            } else if !self.deps.contains_key(name) {
+                if let Some(rec) = self.records.get(name) {
+                    self.deps.insert(name.clone(), rec.dependencies.iter().cloned().collect());
+                }
+            }
+            self.evals.insert(name.clone(), r.clone());
+        }
+        Ok(res)
+    }
+
+    fn eval_error(&self, e: ferry_eval::EvalError) -> EngineError {
+        match e {
+            ferry_eval::EvalError::Nix { message, user } => {
+                let file = self.engine.cfg.file.display();
+                let mut msg = if user { message } else { format!("evaluating {file}:\n{message}") };
+                if let Some(h) = self.hint(&msg) {
+                    msg.push_str(&format!("\nhint: {h}"));
+                }
+                EngineError::Deployment(self.redactor.text(&msg))
+            }
+            other => EngineError::Eval(other),
+        }
+    }
+
+    /// Explain common Nix errors in ferry's terms.
+    fn hint(&self, msg: &str) -> Option<String> {
+        let attr = msg.split("attribute '").nth(1)?.split('\'').next()?.to_string();
+        if !msg.contains("missing") {
+            return None;
+        }
+        if !self.decls.is_empty() && !self.decls.contains_key(&attr) {
+            // Either an undeclared resource or an undeclared output of a declared one.
+            for (name, k) in &self.kinds {
+                if msg.contains(&format!("resources.{name}.{attr}")) {
+                    if let Ok(k) = k {
+                        return Some(format!("resource `{name}` ({}) has no output `{attr}`; its outputs are: {}", k.kind, k.schema.output_names().join(", ")));
+                    }
+                }
+            }
+        }
+        if msg.contains(&format!("resources.{attr}")) {
+            return Some(format!("no resource named `{attr}` is declared"));
+        }
+        None
+    }
+
+    /// First round: declarations, kinds, providers. Re-runs once if external providers
+    /// brought schemas the round did not have.
+    pub fn first_round(&mut self, optimistic: bool) -> Result<(), EngineError> {
+        let res = self.round(None, optimistic)?;
+        let decls = res.declarations.unwrap_or_default();
+        self.validate_declarations(&decls)?;
+        self.decls = decls;
+        let before = self.schemas.len();
+        self.resolve_kinds();
+        let waiting = self.evals.values().any(|e| e.inputs.is_none());
+        if self.schemas.len() != before && waiting {
+            self.round(None, optimistic)?;
+        }
+        Ok(())
+    }
+
+    fn validate_declarations(&self, decls: &BTreeMap<String, Declaration>) -> Result<(), EngineError> {
+        for (name, d) in decls {
+            if d.files.len() > 1 {
+                return Err(EngineError::Deployment(format!(
+                    "resource `{name}` is declared more than once: in {}",
+                    d.files.join(" and in ")
+                )));
+            }
+            if !valid_name(name) {
+                return Err(EngineError::Deployment(format!(
+                    "resource name `{name}` ({}) is not valid: use letters, digits, `_`, `-` and `.`, starting with a letter, digit or `_`",
+                    d.file
+                )));
+            }
+            if let Some(a) = d.unknown_attrs.first() {
+                return Err(EngineError::Deployment(format!(
+                    "resource `{name}` ({}): unknown attribute `{a}` (allowed: type, inputs, provider, tags, timeout)",
+                    d.file
+                )));
+            }
+            if d.kind.split_once('.').map_or(true, |(p, k)| p.is_empty() || k.is_empty()) {
+                return Err(EngineError::Deployment(format!(
+                    "resource `{name}` ({}): type `{}` must look like PROVIDER.KIND, e.g. \"local.file\"",
+                    d.file, d.kind
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolve each declared resource's kind to a provider and schema (per-resource errors).
+    pub fn resolve_kinds(&mut self) {
+        let decls = self.decls.clone();
+        for (name, d) in decls {
+            let r = (|| -> Result<Kind, String> {
+                if let Some(p) = &d.provider {
+                    if !p.context.is_empty() {
+                        self.engine.eval.realise(&p.context).map_err(|e| format!("building provider {}: {e}", p.executable))?;
+                    }
+                }
+                let command = self.registry.command_for(&d.kind, d.provider.as_ref())?;
+                let schema = self.registry.schema(&d.kind, &command)?;
+                let validator = compile_schema(&d.kind, &schema)?;
+                let timeout = d.timeout.map(std::time::Duration::from_secs_f64).unwrap_or(self.engine.cfg.call_timeout);
+                Ok(Kind { kind: d.kind.clone(), schema, command, timeout, validator })
+            })()
+            .map_err(|e| format!("resource `{name}` ({}): {}", d.file, e));
+            if let Ok(k) = &r {
+                self.schemas.insert(d.kind.clone(), outputs_of(&k.schema));
+                self.redactor.learn(&Default::default(), &[]);
+            }
+            self.kinds.insert(name, r);
+        }
+    }
+
+    /// Resolve the kind of a recorded resource (for deletes of orphans, destroy, refresh).
+    pub fn kind_of_record(&self, rec: &ResourceRecord) -> Result<Kind, String> {
+        if let Some(Ok(k)) = self.kinds.get(&rec.name) {
+            if k.kind == rec.kind {
+                return Ok(k.clone());
+            }
+        }
+        let command = self.registry.command_from_record(&rec.kind, &rec.provider)?;
+        let schema = self.registry.schema(&rec.kind, &command)?;
+        let validator = compile_schema(&rec.kind, &schema)?;
+        Ok(Kind { kind: rec.kind.clone(), schema, command, timeout: self.engine.cfg.call_timeout, validator })
+    }
+
+    /// Names selected by `--on`, plus everything they depend on.
+    pub fn selected(&self) -> Option<BTreeSet<String>> {
+        let sel = self.engine.cfg.selection.as_ref()?;
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        for (name, d) in &self.decls {
+            if sel.matches(name, &d.tags) {
+                out.insert(name.clone());
+            }
+        }
+        for (name, r) in &self.records {
+            if !self.decls.contains_key(name) && sel.matches(name, &r.tags) {
+                out.insert(name.clone());
+            }
+        }
+        let mut stack: Vec<String> = out.iter().cloned().collect();
+        while let Some(n) = stack.pop() {
+            for d in self.deps.get(&n).into_iter().flatten() {
+                if self.decls.contains_key(d) && out.insert(d.clone()) {
+                    stack.push(d.clone());
+                }
+            }
+        }
+        Some(out)
+    }
+
+    pub fn timings(&self, plan_seconds: f64, apply_seconds: f64) -> Timings {
+        let st = self.engine.eval.stats();
+        Timings {
+            nix_evaluations: st.evaluations,
+            eval_seconds: st.eval_time.as_secs_f64(),
+            nix_builds: st.builds,
+            build_seconds: st.build_time.as_secs_f64(),
+            plan_seconds,
+            apply_seconds,
+            total_seconds: self.started.elapsed().as_secs_f64(),
+            provider_calls: self.registry.calls.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.registry.shutdown();
+    }
+}
+
+pub(crate) fn outputs_of(k: &ferry_protocol::KindSchema) -> KindOutputs {
+    KindOutputs { outputs: k.output_names(), output_names_input: k.output_names_input.clone() }
+}
+
+pub(crate) fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}

@@ -1,0 +1,203 @@
+//! Opening the database file: its directory (0700) and file modes (0600, also for the WAL
+//! side files), connection pragmas, and the schema with its migrations.
+//!
+//! The schema version lives in `PRAGMA user_version`. A file with a newer version than
+//! [`SCHEMA_VERSION`] is refused before anything is written to it.
+
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::StateError;
+
+/// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`. Append only:
+/// never edit a migration that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // v1: resources, runs, and the append-only event journal.
+    r#"
+    CREATE TABLE resources (
+        name              TEXT PRIMARY KEY NOT NULL,
+        kind              TEXT NOT NULL,
+        provider          TEXT NOT NULL,              -- JSON
+        inputs            TEXT NOT NULL DEFAULT '{}', -- JSON object, last success
+        outputs           TEXT NOT NULL DEFAULT '{}', -- JSON object, last success/refresh
+        status            TEXT NOT NULL CHECK (status IN ('ready', 'pending', 'failed')),
+        pending           TEXT,                       -- JSON Intent, NULL when ready
+        pending_since     TEXT,
+        pending_intent    INTEGER,                    -- events.id of the intent event
+        last_error        TEXT,
+        dependencies      TEXT NOT NULL DEFAULT '[]',
+        tags              TEXT NOT NULL DEFAULT '[]',
+        sensitive_outputs TEXT NOT NULL DEFAULT '[]',
+        created_at        TEXT NOT NULL,
+        updated_at        TEXT NOT NULL,
+        last_applied_at   TEXT,
+        CHECK ((status = 'ready') = (pending IS NULL))
+    );
+    CREATE TABLE runs (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        command    TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        host       TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at   TEXT,
+        outcome    TEXT
+    );
+    CREATE TABLE events (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        time     TEXT NOT NULL,
+        run      INTEGER,
+        resource TEXT,
+        op       TEXT NOT NULL,
+        phase    TEXT NOT NULL,
+        message  TEXT NOT NULL
+    );
+    CREATE INDEX events_by_resource ON events (resource, id);
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event journal is append-only'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event journal is append-only'); END;
+    "#,
+];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+    move |source| StateError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// `DB` + `suffix`, e.g. `state.db-wal`.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Creates `path` with mode 0600 if it does not exist, and forces 0600 either way
+/// (umask-independent).
+fn ensure_private_file(path: &Path) -> Result<(), StateError> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err(path)(e)),
+    }
+    std::fs::set_permissions(path, Permissions::from_mode(0o600)).map_err(io_err(path))
+}
+
+/// Opens (and with `create`, creates) the database at `path`, refuses newer schemas, and
+/// migrates older ones.
+pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, StateError> {
+    if !path.exists() {
+        if !create {
+            return Err(StateError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(io_err(dir))?;
+                std::fs::set_permissions(dir, Permissions::from_mode(0o700))
+                    .map_err(io_err(dir))?;
+            }
+        }
+    }
+    ensure_private_file(path)?;
+
+    // No SQLITE_OPEN_CREATE: the file exists with the right mode, and must not be re-created
+    // behind our back with the umask's mode.
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(sql_err(path))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(sql_err(path))?;
+
+    // Check the version before anything writes (journal_mode=WAL rewrites the header).
+    check_version(&conn, path)?;
+
+    for suffix in ["-wal", "-shm"] {
+        ensure_private_file(&sibling(path, suffix))?;
+    }
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(sql_err(path))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StateError::Invalid(format!(
+            "state database {}: cannot enable write-ahead logging (journal mode is {mode}); \
+             keep the state on a local filesystem",
+            path.display()
+        )));
+    }
+    // FULL: every commit is fsynced, so a recorded intent survives power loss, not just SIGKILL.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(sql_err(path))?;
+    migrate(&conn, path)?;
+    Ok(conn)
+}
+
+fn user_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_err(path))
+}
+
+fn check_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
+    let found = user_version(conn, path)?;
+    if found < 0 {
+        return Err(StateError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("negative schema version {found}"),
+        });
+    }
+    if found > SCHEMA_VERSION {
+        return Err(StateError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(found)
+}
+
+/// Applies the missing migrations in one immediate transaction, so two processes opening a
+/// fresh file at once cannot both migrate.
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StateError> {
+    if check_version(conn, path)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+        .map_err(sql_err(path))?;
+    let current = check_version(&tx, path)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql).map_err(sql_err(path))?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(sql_err(path))?;
+    }
+    tx.commit().map_err(sql_err(path))
+}
+
+/// The schema version recorded in the open database.
+pub(crate) fn current_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
+    user_version(conn, path)
+}
