@@ -13,7 +13,8 @@
 //!
 //! Drift is information, not failure (exit 0); a resource that could not be read exits 1.
 
-use ferry_engine::run::RefreshReport;
+use anyhow::Context as _;
+use serde::Deserialize;
 
 use crate::commands::{emit, emit_json, Context};
 use crate::error::Outcome;
@@ -25,14 +26,35 @@ pub fn run(ctx: &Context, json: bool) -> anyhow::Result<Outcome> {
     let result = engine.refresh();
     progress.finish();
     let report = result?;
-    progress.suspend(|| if json { emit_json(&report) } else { emit(&render(&report, &ctx.stdout_palette())) })?;
-    if report.resources.iter().any(|r| r.status == "error") {
+    // The engine's report types are not exported; read them through their JSON form.
+    let view: RefreshView = serde_json::to_value(&report)
+        .and_then(serde_json::from_value)
+        .context("cannot decode the refresh report")?;
+    progress.suspend(|| if json { emit_json(&report) } else { emit(&render(&view, &ctx.stdout_palette())) })?;
+    if view.resources.iter().any(|r| r.status == "error") {
         return Ok(Outcome::Failed);
     }
     Ok(Outcome::Success)
 }
 
-pub fn render(report: &RefreshReport, p: &Palette) -> String {
+/// The fields of the engine's `RefreshReport` shown here.
+#[derive(Debug, Deserialize)]
+pub struct RefreshView {
+    pub resources: Vec<RefreshEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RefreshEntry {
+    pub name: String,
+    pub kind: String,
+    pub status: String,
+    #[serde(default)]
+    pub drift: Vec<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+pub fn render(report: &RefreshView, p: &Palette) -> String {
     let mut out = String::new();
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for r in &report.resources {
@@ -76,7 +98,6 @@ pub fn render(report: &RefreshReport, p: &Palette) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_engine::run::RefreshEntry;
 
     fn entry(name: &str, status: &str, drift: &[&str], error: Option<&str>) -> RefreshEntry {
         RefreshEntry {
@@ -90,7 +111,7 @@ mod tests {
 
     #[test]
     fn lines_and_summary() {
-        let report = RefreshReport {
+        let report = RefreshView {
             resources: vec![
                 entry("a", "inSync", &[], None),
                 entry("b", "drifted", &["content changed outside ferry"], None),

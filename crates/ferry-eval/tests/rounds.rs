@@ -1,0 +1,129 @@
+//! The evaluator against the real `nix-instantiate`: staged rounds, placeholders, errors.
+
+use ferry_eval::*;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+fn schemas() -> BTreeMap<String, KindOutputs> {
+    let mut m = BTreeMap::new();
+    m.insert("local.file".into(), KindOutputs { outputs: vec!["path".into(), "sha256".into()], output_names_input: None });
+    m.insert("local.exec".into(), KindOutputs { outputs: vec![], output_names_input: Some("outputNames".into()) });
+    m
+}
+
+fn setup(files: &[(&str, &str)]) -> (tempfile::TempDir, RoundRequest) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let req = RoundRequest {
+        file: dir.path().join("deployment.nix"),
+        schemas: schemas(),
+        want_declarations: true,
+        want_previews: true,
+        want_edges: true,
+        ..Default::default()
+    };
+    (dir, req)
+}
+
+const CHAIN: &str = r#"{ resources, ... }: {
+  imports = [ ./more.nix ];
+  resources.a = { type = "local.file"; inputs = { path = "/tmp/a"; content = "hi"; }; };
+  resources.b = { type = "local.exec"; inputs = { create = [ "echo" resources.a.sha256 ]; outputNames = [ "x" ]; }; tags = [ "web" ]; };
+  resources.c = { type = "local.file"; inputs = { path = "/tmp/c"; content = "${resources.b.x}!"; }; };
+}"#;
+const MORE: &str = r#"{ resources, ... }: { resources.d = { type = "local.file"; inputs = { path = "/tmp/d"; content = resources.c.sha256; }; }; }"#;
+
+fn nix() -> NixCli {
+    NixCli::new(NixSettings::default()).unwrap()
+}
+
+#[test]
+fn rounds_follow_the_dependency_chain() {
+    let (_d, mut req) = setup(&[("deployment.nix", CHAIN), ("more.nix", MORE)]);
+    let ev = nix();
+    let r = ev.round(&req).unwrap();
+    let decls = r.declarations.unwrap();
+    assert_eq!(decls.len(), 4);
+    assert_eq!(decls["b"].tags, vec!["web".to_string()]);
+    assert!(decls["d"].file.ends_with("more.nix"));
+    assert!(r.results["a"].inputs.is_some());
+    for n in ["b", "c", "d"] {
+        assert!(r.results[n].inputs.is_none(), "{n} must wait");
+    }
+    // Placeholder preview and visible edges.
+    let prev = r.results["c"].preview.as_ref().unwrap();
+    assert_eq!(prev["content"], Some(json!("<ferry:unknown:b:x>!")));
+    assert_eq!(r.results["c"].unknown_inputs, vec!["content".to_string()]);
+    let edges = find_placeholders(r.results["b"].edges.as_ref().unwrap());
+    assert_eq!(edges, vec![Placeholder { resource: "a".into(), output: "sha256".into() }]);
+
+    // Round 2: a's outputs are known, so b becomes ready with the real value.
+    req.want_declarations = false;
+    req.known.insert("a".into(), json!({"path": "/tmp/a", "sha256": "H"}).as_object().unwrap().clone());
+    req.pending = Some(vec!["b".into(), "c".into(), "d".into()]);
+    let r = ev.round(&req).unwrap();
+    assert_eq!(r.results["b"].inputs.as_ref().unwrap()["create"], json!(["echo", "H"]));
+    assert!(r.results["c"].inputs.is_none());
+    assert_eq!(ev.stats().evaluations, 2);
+}
+
+#[test]
+fn recorded_outputs_are_lent_only_to_unchanged_resources() {
+    let (_d, mut req) = setup(&[("deployment.nix", CHAIN), ("more.nix", MORE)]);
+    let rec = |i: serde_json::Value, o: serde_json::Value| Recorded { inputs: i.as_object().unwrap().clone(), outputs: o.as_object().unwrap().clone() };
+    req.recorded.insert("a".into(), rec(json!({"content": "hi", "path": "/tmp/a"}), json!({"path": "/tmp/a", "sha256": "H"})));
+    req.recorded.insert("b".into(), rec(json!({"create": ["echo", "H"], "outputNames": ["x"]}), json!({"x": "X"})));
+    req.recorded.insert("c".into(), rec(json!({"content": "OLD!", "path": "/tmp/c"}), json!({"path": "/tmp/c", "sha256": "C"})));
+    req.recorded.insert("d".into(), rec(json!({"content": "C", "path": "/tmp/d"}), json!({"path": "/tmp/d", "sha256": "D"})));
+    let r = nix().round(&req).unwrap();
+    assert!(r.results["a"].stable && r.results["b"].stable);
+    // c's inputs changed (X! != OLD!), so its recorded outputs are not lent: d waits.
+    assert!(r.results["c"].inputs.is_some() && !r.results["c"].stable);
+    assert!(r.results["d"].inputs.is_none());
+    // With b marked unstable, c waits too.
+    req.unstable = vec!["b".into()];
+    let r = nix().round(&req).unwrap();
+    assert!(r.results["c"].inputs.is_none());
+}
+
+#[test]
+fn derivations_are_caught_by_throw_mode_and_carry_context() {
+    let dep = r#"{ resources, ... }: let
+      drv = x: derivation { name = "t"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${x} > $out" ]; };
+    in {
+      resources.k = { type = "local.file"; inputs = { path = "/tmp/k"; content = "k"; }; };
+      resources.s = { type = "local.file"; inputs = { path = "/tmp/s"; content = "${drv resources.k.sha256}"; }; };
+      resources.t = { type = "local.file"; inputs = { path = "/tmp/t"; content = "${drv "fixed"}"; }; };
+    }"#;
+    let (_d, req) = setup(&[("deployment.nix", dep)]);
+    let r = nix().round(&req).unwrap();
+    // The hidden dependency inside a derivation still makes `s` wait.
+    assert!(r.results["s"].inputs.is_none());
+    let t = &r.results["t"];
+    assert!(t.inputs.is_some());
+    assert_eq!(t.context.len(), 1);
+    assert!(t.context.keys().next().unwrap().ends_with(".drv"));
+}
+
+#[test]
+fn duplicate_names_and_user_errors() {
+    let (_d, req) = setup(&[
+        ("deployment.nix", r#"{ ... }: { imports = [ ./x.nix ]; resources.a = { type = "local.file"; inputs = {}; }; }"#),
+        ("x.nix", r#"{ resources.a = { type = "local.file"; inputs = {}; }; }"#),
+    ]);
+    let r = nix().round(&req).unwrap();
+    let a = &r.declarations.unwrap()["a"];
+    assert_eq!(a.files.len(), 2);
+    assert!(a.files.iter().any(|f| f.ends_with("x.nix")));
+
+    let (_d, req) = setup(&[("deployment.nix", r#"{ ... }: { resources.a = { inputs = {}; }; }"#)]);
+    let e = nix().round(&req).unwrap_err();
+    assert!(e.is_user_error());
+    assert!(e.to_string().contains("resource `a`") && e.to_string().contains("has no `type`"), "{e}");
+
+    let (_d, req) = setup(&[("deployment.nix", "{ ... }: { resources.a = { type = \"local.file\"\n; inputs = { }; ; }; }")]);
+    let e = nix().round(&req).unwrap_err();
+    assert!(e.to_string().contains("deployment.nix:2"), "syntax error with file:line: {e}");
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what ferry needs on a Debian bookworm machine (idempotent): Nix, OpenSSH, build tools.
+set -euo pipefail
+need=()
+command -v nix-instantiate >/dev/null || need+=(nix-bin)
+command -v cc >/dev/null || need+=(build-essential)
+command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v flock >/dev/null || need+=(util-linux)
+command -v busybox >/dev/null || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo (Rust) is required: install it with rustup" >&2
+  exit 1
+fi
