@@ -16,12 +16,21 @@ in
     tags = [ "web" ];
   };
 
-  # The secret token goes into a 0600 file; plans show (sensitive) for it.
+  # A token file, and the private key in a 0600 file: the key is a sensitive output, so
+  # plans and logs show (sensitive) wherever its value appears.
   resources.token-file = {
     type = "local.file";
     inputs = {
       path = "${dir}/secrets/token";
       content = resources.token.value;
+      mode = "0600";
+    };
+  };
+  resources.private-key = {
+    type = "local.file";
+    inputs = {
+      path = "${dir}/secrets/id_ed25519";
+      content = resources.deploy-key.privateKey;
       mode = "0600";
     };
   };

@@ -1,7 +1,9 @@
 //! The command line: clap definitions for every verb and the global flags, and the resolution
 //! of those flags into absolute paths and defaults.
 //!
-//! This module only describes and normalises arguments; it never runs anything.
+//! This module only describes and normalises arguments; it never runs anything. The internal
+//! entry point `ferry __provider NAME` is not described here: `main` dispatches it before
+//! parsing, so it shows up in no help text and no completion script.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,9 +57,9 @@ pub struct GlobalArgs {
     /// Wait up to SECONDS for another run's lock [default: fail at once].
     #[arg(long = "lock-timeout", value_name = "SECONDS", global = true)]
     pub lock_timeout: Option<u64>,
-    /// Default timeout of one provider call.
-    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 600, global = true)]
-    pub timeout: u64,
+    /// Default timeout of one provider call [default: 600].
+    #[arg(long = "timeout", value_name = "SECONDS", global = true)]
+    pub timeout: Option<u64>,
     /// Parallel provider calls [default: number of CPUs × 2].
     #[arg(
         short = 'j',
@@ -107,9 +109,6 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Run a built-in provider on stdin/stdout (how ferry runs itself as a provider).
-    #[command(name = "__provider", hide = true)]
-    BuiltinProvider { name: String },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -150,7 +149,7 @@ pub enum StateCommand {
     /// Replace all of state with an export (FILE, or `-` for stdin).
     Import {
         #[arg(value_name = "FILE|-")]
-        file: String,
+        source: String,
     },
     /// Show the event journal, optionally of one resource.
     Log {
@@ -180,6 +179,13 @@ pub enum ProviderSubcommand {
     },
 }
 
+/// The internal first argument under which the binary serves a built-in provider
+/// (`ferry __provider local`).
+pub const PROVIDER_ENTRY: &str = "__provider";
+
+/// A provider call's default time limit.
+pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 600;
+
 /// Global flags with defaults filled in and paths made absolute.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -193,8 +199,24 @@ pub struct Resolved {
     pub timings: bool,
     pub lock_timeout: Option<Duration>,
     pub timeout: Duration,
+    /// `--timeout` as given, for commands whose own default differs.
+    pub timeout_flag: Option<Duration>,
     pub jobs: usize,
     pub on: Option<String>,
+}
+
+/// `FERRY_NIX_OPTIONS="substituters=;max-jobs=4"`: Nix options for every invocation, before
+/// any `--nix-option` flags (which win, coming later on Nix's command line).
+fn env_nix_options() -> Vec<(String, String)> {
+    std::env::var("FERRY_NIX_OPTIONS")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|s| !s.trim().is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+            None => (kv.trim().to_string(), String::new()),
+        })
+        .collect()
 }
 
 impl GlobalArgs {
@@ -203,10 +225,7 @@ impl GlobalArgs {
         let file = absolute(cwd, self.file.as_deref().unwrap_or(Path::new("deployment.nix")));
         let state = match &self.state {
             Some(p) => absolute(cwd, p),
-            None => file
-                .parent()
-                .unwrap_or(cwd)
-                .join(ferry_state::DEFAULT_STATE_PATH),
+            None => file.parent().unwrap_or(cwd).join(ferry_state::DEFAULT_STATE_PATH),
         };
         let jobs = match self.jobs {
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
@@ -218,15 +237,15 @@ impl GlobalArgs {
             verbose: self.verbose,
             quiet: self.quiet,
             log_format: self.log_format,
-            nix_options: self
-                .nix_option
-                .chunks(2)
-                .map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default()))
+            nix_options: env_nix_options()
+                .into_iter()
+                .chain(self.nix_option.chunks(2).map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default())))
                 .collect(),
             show_trace: self.show_trace,
             timings: self.timings,
             lock_timeout: self.lock_timeout.filter(|&s| s > 0).map(Duration::from_secs),
-            timeout: Duration::from_secs(self.timeout),
+            timeout: Duration::from_secs(self.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT_SECS)),
+            timeout_flag: self.timeout.map(Duration::from_secs),
             jobs,
             on: self.on.clone(),
         }
@@ -269,9 +288,25 @@ mod tests {
     #[test]
     fn global_flags_after_the_verb() {
         let cli = parse(&[
-            "apply", "--yes", "-f", "./x/d.nix", "--jobs", "3", "--on", "web-*,@db", "-vv",
-            "--nix-option", "substituters", "", "--nix-option", "sandbox", "false",
-            "--lock-timeout", "5", "--log-format", "json",
+            "apply",
+            "--yes",
+            "-f",
+            "./x/d.nix",
+            "--jobs",
+            "3",
+            "--on",
+            "web-*,@db",
+            "-vv",
+            "--nix-option",
+            "substituters",
+            "",
+            "--nix-option",
+            "sandbox",
+            "false",
+            "--lock-timeout",
+            "5",
+            "--log-format",
+            "json",
         ])
         .unwrap();
         assert!(matches!(cli.command, Command::Apply(ConfirmArgs { yes: true })));
@@ -304,7 +339,8 @@ mod tests {
 
     #[test]
     fn provider_check_takes_program_arguments() {
-        let cli = parse(&["provider", "check", "--sample", "counter={}", "./prov", "serve", "--fast"]).unwrap();
+        let cli =
+            parse(&["provider", "check", "--sample", "counter={}", "./prov", "serve", "--fast"]).unwrap();
         match cli.command {
             Command::Provider { command: ProviderSubcommand::Check { executable, args, sample, .. } } => {
                 assert_eq!(executable, Path::new("./prov"));
@@ -330,10 +366,9 @@ mod tests {
     }
 
     #[test]
-    fn hidden_provider_subcommand() {
-        let cli = parse(&["__provider", "local"]).unwrap();
-        assert!(matches!(cli.command, Command::BuiltinProvider { ref name } if name == "local"));
-        let help = Cli::command().render_help().to_string();
-        assert!(!help.contains("__provider"));
+    fn builtin_provider_entry_is_not_a_subcommand() {
+        // `ferry __provider NAME` is dispatched in main before clap, so it appears in no help
+        // text or completion script.
+        assert!(parse(&["__provider", "local"]).is_err());
     }
 }

@@ -48,14 +48,15 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 }
 
 /// The text printed for an error: `error: ...` then hints, each line ending in `\n`.
-pub fn render(err: &anyhow::Error) -> String {
+/// `show_trace`: `--show-trace` was given, so do not suggest it.
+pub fn render(err: &anyhow::Error, show_trace: bool) -> String {
     // `{:#}` joins the context chain with ": ". Nix's own messages start with "error: ";
     // drop that so the line does not read "error: error: ...".
     let text = format!("{err:#}");
     let text = text.trim_end();
     let text = text.strip_prefix("error: ").unwrap_or(text);
     let mut out = format!("error: {text}\n");
-    for hint in hints(err) {
+    for hint in hints(err).into_iter().filter(|h| !(show_trace && h.contains("--show-trace"))) {
         out.push_str(&format!("hint: {hint}\n"));
     }
     out
@@ -115,10 +116,11 @@ mod tests {
             user: false,
         })
         .into();
-        let text = render(&e);
+        let text = render(&e, false);
         assert!(text.starts_with("error: undefined variable 'x'\n"), "{text}");
         assert!(text.contains("hint: run with --show-trace"));
+        assert!(!render(&e, true).contains("hint:"));
         let e = Err::<(), _>(std::io::Error::other("disk full")).context("writing /tmp/x").unwrap_err();
-        assert_eq!(render(&e), "error: writing /tmp/x: disk full\n");
+        assert_eq!(render(&e, false), "error: writing /tmp/x: disk full\n");
     }
 }

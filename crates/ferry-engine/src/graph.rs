@@ -29,20 +29,37 @@ pub struct Edge {
 impl Graph {
     /// Graphviz DOT text.
     pub fn to_dot(&self) -> String {
-        let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
         let mut out = String::from("digraph ferry {\n  rankdir=LR;\n  node [shape=box];\n");
         for n in &self.nodes {
-            out.push_str(&format!("  {} [label={}];\n", q(&n.name), q(&format!("{}\n{}", n.name, n.kind))));
+            out.push_str(&format!("  \"{}\" [label=\"{}\\n{}\"];\n", esc(&n.name), esc(&n.name), esc(&n.kind)));
         }
         for e in &self.edges {
             out.push_str(&format!(
-                "  {} -> {} [label={}];\n",
-                q(&e.from),
-                q(&e.to),
-                q(&format!("{} -> {}", e.output, e.input))
+                "  \"{}\" -> \"{}\" [label=\"{} -> {}\"];\n",
+                esc(&e.from),
+                esc(&e.to),
+                esc(&e.output),
+                esc(&e.input)
             ));
         }
         out.push_str("}\n");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_escapes_and_labels() {
+        let g = Graph {
+            nodes: vec![Node { name: "a\"b".into(), kind: "local.file".into() }],
+            edges: vec![Edge { from: "k".into(), output: "publicKey".into(), to: "a\"b".into(), input: "content".into() }],
+        };
+        let d = g.to_dot();
+        assert!(d.contains(r#""a\"b" [label="a\"b\nlocal.file"];"#), "{d}");
+        assert!(d.contains(r#""k" -> "a\"b" [label="publicKey -> content"];"#), "{d}");
     }
 }

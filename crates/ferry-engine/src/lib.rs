@@ -24,7 +24,7 @@ pub mod select;
 pub use events::{EngineEvent, EventSink};
 pub use plan::{Action, Plan, PlanEntry, Summary};
 pub use provider_client::ProviderCommand;
-pub use run::Engine;
+pub use run::{Engine, ProviderDescription, RefreshEntry, RefreshReport};
 pub use select::Selection;
 
 use std::path::PathBuf;

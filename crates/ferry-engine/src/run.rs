@@ -399,7 +399,9 @@ impl Planned {
                 }
                 Err(err) => e.error = Some(err.clone()),
             }
-            plan.summary.add(e.action);
+            if e.error.is_none() {
+                plan.summary.add(e.action);
+            }
             plan.entries.push(e);
         }
         for name in &self.waiting {
@@ -502,7 +504,7 @@ fn delete_entry(s: &Session, rec: &ferry_state::ResourceRecord) -> PlanEntry {
     }
 }
 
-fn delete_job(s: &Session, rec: &ferry_state::ResourceRecord, kind: Kind, deleting: &BTreeSet<String>) -> scheduler::Job {
+fn delete_job(_s: &Session, rec: &ferry_state::ResourceRecord, kind: Kind, deleting: &BTreeSet<String>) -> scheduler::Job {
     scheduler::Job {
         name: rec.name.clone(),
         kind,

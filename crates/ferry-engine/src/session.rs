@@ -102,7 +102,7 @@ impl<'e> Session<'e> {
     /// Run one evaluation round over `pending` (None: all declared resources).
     pub fn round(&mut self, pending: Option<Vec<String>>, optimistic: bool) -> Result<RoundResult, EngineError> {
         self.rounds += 1;
-        let n = pending.as_ref().map(Vec::len).unwrap_or(self.decls.len());
+        let n = pending.as_ref().map(Vec::len).unwrap_or(self.decls.len().max(self.records.len()));
         self.engine.sink.event(EngineEvent::EvalStarted { round: self.rounds, pending: n });
         let start = Instant::now();
         let recorded = if optimistic {

@@ -2,7 +2,7 @@
 //!
 //! Writes are atomic (a temporary file in the same directory, then `rename`), and the temporary
 //! file is created 0600 before its final mode is applied, so secret content is never briefly
-//! readable by others. `content` is declared sensitive: plans and errors never show it.
+//! readable by others. Errors never quote `content`.
 //! This module never follows the file's old path after `path` changes: a path change is a
 //! replacement (create the new file, then delete the old one).
 
@@ -17,7 +17,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 const KNOWN: &[&str] = &["path", "content", "mode"];
-const SENSITIVE: &[&str] = &["content"];
+/// No input is sensitive: plans show content diffs. Secrets that flow into `content` from a
+/// sensitive output (a private key) are hidden by ferry's redaction of those values.
+const SENSITIVE: &[&str] = &[];
 const DEFAULT_MODE: u32 = 0o644;
 /// Drifted content larger than this is reported only by its hash, not returned as an input.
 const MAX_DRIFT_CONTENT: usize = 1 << 20;

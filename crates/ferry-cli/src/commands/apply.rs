@@ -46,6 +46,8 @@ impl Verb {
 }
 
 pub fn run(ctx: &Context, yes: bool) -> anyhow::Result<Outcome> {
+    // destroy works from state alone; apply needs something to apply.
+    ctx.require_file()?;
     run_changes(ctx, yes, Verb::Apply)
 }
 
@@ -89,9 +91,7 @@ pub fn run_changes(ctx: &Context, yes: bool, verb: Verb) -> anyhow::Result<Outco
         Verb::Destroy => engine.destroy(&mut confirm),
     };
     progress.finish();
-    let (plan, report) = result?;
-    ctx.timings(&report.timings);
-
+    // Checked before the result: the engine reports a declined confirmation as its own error.
     if asked.refused_no_tty {
         return Err(usage(format!(
             "refusing to {} without confirmation: stdin is not a terminal; pass --yes",
@@ -102,14 +102,13 @@ pub fn run_changes(ctx: &Context, yes: bool, verb: Verb) -> anyhow::Result<Outco
         eprintln!("{} cancelled; nothing was changed.", verb.noun());
         return Ok(Outcome::Failed);
     }
+    let (plan, report) = result?;
+    ctx.timings(&report.timings);
     if !asked.shown {
         progress.suspend(|| emit(&render::plan::render(&plan, verbose, &palette)))?;
         let errors = plan.entries.iter().filter(|e| e.error.is_some()).count();
         if errors > 0 {
-            eprintln!(
-                "error: {} could not be planned; nothing was changed",
-                super::plan::resources(errors)
-            );
+            eprintln!("error: {} could not be planned; nothing was changed", super::plan::resources(errors));
             return Ok(Outcome::Failed);
         }
         if plan.summary.changes() == 0 && report.ok() {

@@ -5,6 +5,7 @@ use crate::commands::{emit, emit_json, Context};
 use crate::error::Outcome;
 
 pub fn run(ctx: &Context, json: bool) -> anyhow::Result<Outcome> {
+    ctx.require_file()?;
     let progress = ctx.progress();
     let engine = ctx.engine(&progress)?;
     let result = engine.graph();

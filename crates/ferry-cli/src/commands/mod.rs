@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use ferry_engine::{Engine, EngineConfig, ProviderCommand, Selection, Timings};
 use ferry_eval::{NixCli, NixSettings};
 
-use crate::cli::{Cli, Command, Resolved, StateCommand};
+use crate::cli::{Cli, Command, Resolved, StateCommand, PROVIDER_ENTRY};
 use crate::error::{usage, Outcome};
 use crate::render::progress::{Mode, Progress};
 use crate::render::{seconds, Palette};
@@ -45,6 +45,10 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         interrupted,
     };
+    // Flag errors first, before anything looks at files.
+    if let Some(on) = &ctx.opts.on {
+        Selection::parse(on).map_err(usage)?;
+    }
     match cli.command {
         Command::Plan(a) => plan::run(&ctx, a.json),
         Command::Apply(a) => apply::run(&ctx, a.yes),
@@ -57,13 +61,11 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
             StateCommand::Show { name, json } => state::show(&ctx, &name, json),
             StateCommand::Rm { name } => state::rm(&ctx, &name),
             StateCommand::Export { output, json: _ } => state::export(&ctx, output.as_deref()),
-            StateCommand::Import { file } => state::import(&ctx, &file),
+            StateCommand::Import { source } => state::import(&ctx, &source),
             StateCommand::Log { name, limit, json } => state::log(&ctx, name.as_deref(), limit, json),
         },
         Command::Provider { command } => provider_check::run(&ctx, command),
         Command::Completions { shell } => completions::run(shell),
-        // Dispatched in `main` before any of the above is set up.
-        Command::BuiltinProvider { .. } => unreachable!("handled in main"),
     }
 }
 
@@ -81,7 +83,8 @@ impl Context {
             Some(s) => Some(Selection::parse(s).map_err(usage)?),
             None => None,
         };
-        let exe = std::env::current_exe().context("cannot find the ferry executable to run built-in providers")?;
+        let exe =
+            std::env::current_exe().context("cannot find the ferry executable to run built-in providers")?;
         let cfg = EngineConfig {
             file: o.file.clone(),
             state_path: o.state.clone(),
@@ -92,7 +95,7 @@ impl Context {
                 ProviderCommand {
                     label: "local".into(),
                     program: exe,
-                    args: vec!["__provider".into(), "local".into()],
+                    args: vec![PROVIDER_ENTRY.into(), "local".into()],
                 },
             )],
             call_timeout: o.timeout,
@@ -107,6 +110,15 @@ impl Context {
     /// Colours for stdout (only on a terminal, and as `NO_COLOR`/`CLICOLOR` allow).
     pub fn stdout_palette(&self) -> Palette {
         Palette::new(console::colors_enabled())
+    }
+
+    /// The deployment file must exist (for verbs that evaluate it): a usage error otherwise.
+    pub fn require_file(&self) -> anyhow::Result<()> {
+        let f = &self.opts.file;
+        if f.is_file() {
+            return Ok(());
+        }
+        Err(usage(format!("no deployment file at {}; pass -f FILE (default: ./deployment.nix)", f.display())))
     }
 
     /// `--timings`: one line on stderr.

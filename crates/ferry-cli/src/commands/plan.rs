@@ -6,6 +6,7 @@ use crate::error::Outcome;
 use crate::render;
 
 pub fn run(ctx: &Context, json: bool) -> anyhow::Result<Outcome> {
+    ctx.require_file()?;
     let progress = ctx.progress();
     let engine = ctx.engine(&progress)?;
     let result = engine.plan();

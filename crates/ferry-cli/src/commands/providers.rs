@@ -95,7 +95,10 @@ fn kind_text(provider: &str, k: &KindSchema, p: &Palette) -> String {
         .filter_map(|o| serde_json::to_value(o).ok())
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
-    out.push_str(&format!("    operations: {}\n", if ops.is_empty() { "none".into() } else { ops.join(", ") }));
+    out.push_str(&format!(
+        "    operations: {}\n",
+        if ops.is_empty() { "none".into() } else { ops.join(", ") }
+    ));
     if !k.actions.is_empty() {
         out.push_str("    actions:\n");
         for a in &k.actions {
@@ -183,7 +186,12 @@ mod tests {
         }))
         .unwrap();
         let text = render(
-            &[ProviderView { name: "local".into(), command: "local".into(), version: "0.1.0".into(), kinds: vec![kind] }],
+            &[ProviderView {
+                name: "local".into(),
+                command: "local".into(),
+                version: "0.1.0".into(),
+                kinds: vec![kind],
+            }],
             &Palette::plain(),
         );
         assert_eq!(

@@ -30,7 +30,8 @@ pub fn run(ctx: &Context, json: bool) -> anyhow::Result<Outcome> {
     let view: RefreshView = serde_json::to_value(&report)
         .and_then(serde_json::from_value)
         .context("cannot decode the refresh report")?;
-    progress.suspend(|| if json { emit_json(&report) } else { emit(&render(&view, &ctx.stdout_palette())) })?;
+    progress
+        .suspend(|| if json { emit_json(&report) } else { emit(&render(&view, &ctx.stdout_palette())) })?;
     if view.resources.iter().any(|r| r.status == "error") {
         return Ok(Outcome::Failed);
     }
@@ -62,14 +63,20 @@ pub fn render(report: &RefreshView, p: &Palette) -> String {
             "inSync" => (p.green.apply_to("✓"), "in sync".to_string()),
             "drifted" => (p.yellow.apply_to("!"), "drifted".to_string()),
             "missing" => (p.red.apply_to("✗"), "missing".to_string()),
-            "unreadable" => (p.dim.apply_to("?"), "not readable (the provider cannot read this kind)".to_string()),
+            "unreadable" => {
+                (p.dim.apply_to("?"), "not readable (the provider cannot read this kind)".to_string())
+            }
             "error" => (
                 p.red.apply_to("✗"),
                 format!("error: {}", r.error.as_deref().unwrap_or("unknown error").trim_end()),
             ),
             other => (p.dim.apply_to("?"), other.to_string()),
         };
-        out.push_str(&format!("  {mark} {} {}: {text}\n", p.bold.apply_to(&r.name), p.dim.apply_to(format!("({})", r.kind))));
+        out.push_str(&format!(
+            "  {mark} {} {}: {text}\n",
+            p.bold.apply_to(&r.name),
+            p.dim.apply_to(format!("({})", r.kind))
+        ));
         for d in &r.drift {
             out.push_str(&format!("      {d}\n"));
         }

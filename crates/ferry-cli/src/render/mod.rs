@@ -37,6 +37,7 @@ impl Palette {
         }
     }
 
+    #[cfg(test)]
     pub fn plain() -> Self {
         Palette::new(false)
     }
@@ -97,7 +98,8 @@ pub fn redact_named(map: &Map<String, Value>, names: &[String]) -> Map<String, V
 /// Seconds for humans: `0.01s`, `0.41s`, `2.1s`, `75s`.
 pub fn seconds(s: f64) -> String {
     if s < 1.0 {
-        format!("{s:.2}s")
+        let t = format!("{s:.2}");
+        format!("{}s", t.trim_end_matches('0').trim_end_matches('.'))
     } else if s < 10.0 {
         format!("{s:.1}s")
     } else {
@@ -167,6 +169,7 @@ mod tests {
     fn seconds_are_short() {
         assert_eq!(seconds(0.012), "0.01s");
         assert_eq!(seconds(0.41), "0.41s");
+        assert_eq!(seconds(0.5), "0.5s");
         assert_eq!(seconds(2.14), "2.1s");
         assert_eq!(seconds(75.4), "75s");
     }

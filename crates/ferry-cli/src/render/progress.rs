@@ -14,10 +14,11 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ferry_engine::{Action, EngineEvent, EventSink};
+use ferry_engine::{EngineEvent, EventSink};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{seconds, Palette};
@@ -50,7 +51,7 @@ pub struct Progress {
 }
 
 enum Output {
-    Live(Live),
+    Live(Box<Live>),
     Lines(Mutex<Box<dyn Write + Send>>),
     Json(Mutex<Box<dyn Write + Send>>),
 }
@@ -59,7 +60,7 @@ impl Progress {
     pub fn new(mode: Mode, verbose: u8, quiet: bool) -> Progress {
         let stderr = || Mutex::new(Box::new(std::io::stderr()) as Box<dyn Write + Send>);
         let out = match mode {
-            Mode::Live => Output::Live(Live::new()),
+            Mode::Live => Output::Live(Box::new(Live::new())),
             Mode::Plain => Output::Lines(stderr()),
             Mode::Json => Output::Json(stderr()),
         };
@@ -77,19 +78,6 @@ impl Progress {
         match &self.out {
             Output::Live(live) => live.multi.suspend(f),
             _ => f(),
-        }
-    }
-
-    /// Print one line to stderr without breaking live lines.
-    pub fn note(&self, line: &str) {
-        match &self.out {
-            Output::Live(live) => {
-                let _ = live.multi.println(line);
-            }
-            Output::Lines(w) | Output::Json(w) => {
-                let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = writeln!(w, "{line}");
-            }
         }
     }
 
@@ -155,6 +143,8 @@ struct Live {
     multi: MultiProgress,
     bars: Mutex<HashMap<String, (ProgressBar, &'static str)>>,
     palette: Palette,
+    /// Whether any line was drawn: indicatif leaves the cursor at the end of the last one.
+    drawn: AtomicBool,
 }
 
 const TICK: Duration = Duration::from_millis(100);
@@ -165,6 +155,7 @@ impl Live {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             bars: Mutex::new(HashMap::new()),
             palette: Palette::new(console::colors_enabled_stderr()),
+            drawn: AtomicBool::new(false),
         }
     }
 
@@ -178,11 +169,13 @@ impl Live {
     }
 
     fn start(&self, key: &str, label: &str, msg: String, verb: &'static str) {
-        let pb = self.multi.add(ProgressBar::new_spinner());
-        pb.set_style(Self::running_style());
-        pb.set_prefix(label.to_string());
-        pb.set_message(msg);
+        let pb = ProgressBar::new_spinner()
+            .with_style(Self::running_style())
+            .with_prefix(label.to_string())
+            .with_message(msg);
+        let pb = self.multi.add(pb);
         pb.enable_steady_tick(TICK);
+        self.drawn.store(true, Ordering::Relaxed);
         let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((old, _)) = bars.insert(key.to_string(), (pb, verb)) {
             old.finish_and_clear();
@@ -210,7 +203,8 @@ impl Live {
                 self.start(&key, "eval", format!("round {round}: {pending} pending"), "eval");
             }
             EngineEvent::EvalFinished { round, ready, seconds: s } => {
-                let line = format!("{} eval round {round}: {ready} ready ({})", p.green.apply_to("✓"), seconds(s));
+                let line =
+                    format!("{} eval round {round}: {ready} ready ({})", p.green.apply_to("✓"), seconds(s));
                 self.end(&format!("\0eval{round}"), line);
             }
             EngineEvent::Started { resource, action } => {
@@ -262,7 +256,15 @@ impl Live {
         for (key, (pb, verb)) in bars.drain() {
             let name = key.trim_start_matches('\0');
             pb.set_style(Self::done_style());
-            pb.abandon_with_message(format!("{} {name} {verb}: not finished", self.palette.yellow.apply_to("…")));
+            pb.abandon_with_message(format!(
+                "{} {name} {verb}: not finished",
+                self.palette.yellow.apply_to("…")
+            ));
+        }
+        drop(bars);
+        // Every bar is finished, so nothing redraws after this: end the last line.
+        if self.drawn.swap(false, Ordering::Relaxed) && !self.multi.is_hidden() {
+            let _ = writeln!(std::io::stderr());
         }
     }
 }
@@ -270,6 +272,7 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_engine::Action;
     use std::sync::Arc;
 
     #[derive(Clone, Default)]
@@ -289,7 +292,11 @@ mod tests {
             EngineEvent::EvalStarted { round: 1, pending: 2 },
             EngineEvent::EvalFinished { round: 1, ready: 2, seconds: 0.41 },
             EngineEvent::Started { resource: "file-a".into(), action: Action::Create },
-            EngineEvent::Phase { resource: "file-a".into(), phase: "write".into(), message: "writing".into() },
+            EngineEvent::Phase {
+                resource: "file-a".into(),
+                phase: "write".into(),
+                message: "writing".into(),
+            },
             EngineEvent::Log { resource: "file-a".into(), level: "info".into(), message: "hello".into() },
             EngineEvent::Finished { resource: "file-a".into(), action: Action::Create, seconds: 0.012 },
             EngineEvent::Failed { resource: "file-b".into(), error: "permission denied\nat /x".into() },
@@ -351,6 +358,7 @@ warning: provider exited
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
             bars: Mutex::new(HashMap::new()),
             palette: Palette::plain(),
+            drawn: AtomicBool::new(false),
         };
         for ev in events() {
             live.event(ev, 2);

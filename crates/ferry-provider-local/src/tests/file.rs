@@ -196,8 +196,8 @@ fn plan_updates_content_and_replaces_on_path_change() {
     let paths: Vec<&str> = p.changes.iter().map(|c| c.path.as_str()).collect();
     assert_eq!(paths, ["content", "mode"]);
     assert!(p.changes.iter().all(|c| !c.forces_replace));
-    // Content is sensitive: the plan never shows it.
-    assert_eq!(p.changes[0].after, Some(json!("(sensitive)")));
+    // Content is not sensitive: the plan shows the diff (ferry redacts flowing secrets).
+    assert_ne!(p.changes[0].after, Some(json!("(sensitive)")));
     assert_eq!(p.changes[1].after, Some(json!("0600")));
 
     let p = plan(
@@ -227,7 +227,7 @@ fn invalid_inputs_are_rejected_naming_the_input() {
         (json!({"path": "/tmp/f"}), "input `content` is required"),
         (
             json!({"path": "/tmp/f", "content": 5}),
-            "input `content` must be a string, got a number",
+            "input `content` must be a string, got number 5",
         ),
         (
             json!({"path": "/tmp/f", "content": "x", "mode": "rw-r--r--"}),
