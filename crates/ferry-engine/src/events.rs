@@ -6,8 +6,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "camelCase")]
 pub enum EngineEvent {
-    /// A Nix evaluation round began.
-    EvalStarted { round: u32, pending: usize },
+    /// A Nix evaluation round began over `pending` resources (`None`: all of them).
+    EvalStarted { round: u32, pending: Option<usize> },
     EvalFinished { round: u32, ready: usize, seconds: f64 },
     /// Work on a resource began (`action` is what will be done).
     Started { resource: String, action: Action },

@@ -255,7 +255,7 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                         want_edges: true,
                         write_drvs: true,
                     };
-                    s.engine.sink.event(EngineEvent::EvalStarted { round: s.rounds, pending: waiting.len() });
+                    s.engine.sink.event(EngineEvent::EvalStarted { round: s.rounds, pending: Some(waiting.len()) });
                     let eval = std::sync::Arc::clone(&s.engine.eval);
                     let tx = tx.clone();
                     scope.spawn(move || {

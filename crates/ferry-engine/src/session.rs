@@ -102,7 +102,7 @@ impl<'e> Session<'e> {
     /// Run one evaluation round over `pending` (None: all declared resources).
     pub fn round(&mut self, pending: Option<Vec<String>>, optimistic: bool) -> Result<RoundResult, EngineError> {
         self.rounds += 1;
-        let n = pending.as_ref().map(Vec::len).unwrap_or(self.decls.len().max(self.records.len()));
+        let n = pending.as_ref().map(Vec::len);
         self.engine.sink.event(EngineEvent::EvalStarted { round: self.rounds, pending: n });
         let start = Instant::now();
         let recorded = if optimistic {
@@ -165,22 +165,28 @@ impl<'e> Session<'e> {
 
     /// Explain common Nix errors in ferry's terms.
     fn hint(&self, msg: &str) -> Option<String> {
-        let attr = msg.split("attribute '").nth(1)?.split('\'').next()?.to_string();
         if !msg.contains("missing") {
             return None;
         }
-        if !self.decls.is_empty() && !self.decls.contains_key(&attr) {
-            // Either an undeclared resource or an undeclared output of a declared one.
-            for (name, k) in &self.kinds {
-                if msg.contains(&format!("resources.{name}.{attr}")) {
-                    if let Ok(k) = k {
-                        return Some(format!("resource `{name}` ({}) has no output `{attr}`; its outputs are: {}", k.kind, k.schema.output_names().join(", ")));
-                    }
-                }
+        let attr = msg.split("attribute '").nth(1)?.split('\'').next()?.to_string();
+        // Nix quotes the source line: look for `resources.X.ATTR` (an undeclared output of X)
+        // or `resources.ATTR` (an undeclared resource).
+        let suffix = format!(".{attr}");
+        for piece in msg.split("resources.").skip(1) {
+            let path: String =
+                piece.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')).collect();
+            if path == attr {
+                return Some(format!("no resource named `{attr}` is declared"));
             }
-        }
-        if msg.contains(&format!("resources.{attr}")) {
-            return Some(format!("no resource named `{attr}` is declared"));
+            if let Some(res) = path.strip_suffix(&suffix) {
+                let outputs = self
+                    .kinds
+                    .get(res)
+                    .and_then(|k| k.as_ref().ok())
+                    .map(|k| format!("; its outputs are: {}", k.schema.output_names().join(", ")))
+                    .unwrap_or_default();
+                return Some(format!("resource `{res}` has no output `{attr}`{outputs}"));
+            }
         }
         None
     }

@@ -116,7 +116,7 @@ impl EventSink for Progress {
 pub fn plain_line(ev: &EngineEvent, verbose: u8) -> Option<String> {
     let indent = |s: &str| s.trim_end().replace('\n', "\n    ");
     Some(match ev {
-        EngineEvent::EvalStarted { round, pending } => format!("eval round {round}: {pending} pending"),
+        EngineEvent::EvalStarted { round, pending } => format!("eval round {round}: {}", pending_text(*pending)),
         EngineEvent::EvalFinished { round, ready, seconds: s } if verbose > 0 => {
             format!("eval round {round}: {ready} ready ({})", seconds(*s))
         }
@@ -200,7 +200,7 @@ impl Live {
         match ev {
             EngineEvent::EvalStarted { round, pending } => {
                 let key = format!("\0eval{round}");
-                self.start(&key, "eval", format!("round {round}: {pending} pending"), "eval");
+                self.start(&key, "eval", format!("round {round}: {}", pending_text(pending)), "eval");
             }
             EngineEvent::EvalFinished { round, ready, seconds: s } => {
                 let line =
@@ -289,7 +289,7 @@ mod tests {
 
     fn events() -> Vec<EngineEvent> {
         vec![
-            EngineEvent::EvalStarted { round: 1, pending: 2 },
+            EngineEvent::EvalStarted { round: 1, pending: Some(2) },
             EngineEvent::EvalFinished { round: 1, ready: 2, seconds: 0.41 },
             EngineEvent::Started { resource: "file-a".into(), action: Action::Create },
             EngineEvent::Phase {
@@ -366,5 +366,12 @@ warning: provider exited
         live.event(EngineEvent::Started { resource: "x".into(), action: Action::Delete }, 0);
         live.finish();
         assert!(live.bars.lock().unwrap().is_empty());
+    }
+}
+
+fn pending_text(pending: Option<usize>) -> String {
+    match pending {
+        Some(n) => format!("{n} pending"),
+        None => "all resources".to_string(),
     }
 }
