@@ -62,8 +62,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl ProviderClient {
     /// Start the provider and perform the handshake.
     pub fn start(command: ProviderCommand, timeout: Duration, events: EventSink) -> Result<Self, CallError> {
+        use std::os::unix::process::CommandExt;
         let mut child = Command::new(&command.program)
             .args(&command.args)
+            // Own process group: Ctrl-C at the terminal must not kill a provider mid-call.
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
