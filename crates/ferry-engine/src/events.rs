@@ -7,17 +7,47 @@ use serde::Serialize;
 #[serde(tag = "event", rename_all = "camelCase")]
 pub enum EngineEvent {
     /// A Nix evaluation round began over `pending` resources (`None`: all of them).
-    EvalStarted { round: u32, pending: Option<usize> },
-    EvalFinished { round: u32, ready: usize, seconds: f64 },
+    EvalStarted {
+        round: u32,
+        pending: Option<usize>,
+    },
+    EvalFinished {
+        round: u32,
+        ready: usize,
+        seconds: f64,
+    },
     /// Work on a resource began (`action` is what will be done).
-    Started { resource: String, action: Action },
+    Started {
+        resource: String,
+        action: Action,
+    },
     /// A provider's progress or log line, or an engine phase (`build`, `read`, ...).
-    Phase { resource: String, phase: String, message: String },
-    Log { resource: String, level: String, message: String },
-    Finished { resource: String, action: Action, seconds: f64 },
-    Failed { resource: String, error: String },
-    Skipped { resource: String, reason: String },
-    Warning { message: String },
+    Phase {
+        resource: String,
+        phase: String,
+        message: String,
+    },
+    Log {
+        resource: String,
+        level: String,
+        message: String,
+    },
+    Finished {
+        resource: String,
+        action: Action,
+        seconds: f64,
+    },
+    Failed {
+        resource: String,
+        error: String,
+    },
+    Skipped {
+        resource: String,
+        reason: String,
+    },
+    Warning {
+        message: String,
+    },
 }
 
 /// Where events go. Must be cheap; it is called from worker threads.

@@ -32,7 +32,12 @@ impl Graph {
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
         let mut out = String::from("digraph ferry {\n  rankdir=LR;\n  node [shape=box];\n");
         for n in &self.nodes {
-            out.push_str(&format!("  \"{}\" [label=\"{}\\n{}\"];\n", esc(&n.name), esc(&n.name), esc(&n.kind)));
+            out.push_str(&format!(
+                "  \"{}\" [label=\"{}\\n{}\"];\n",
+                esc(&n.name),
+                esc(&n.name),
+                esc(&n.kind)
+            ));
         }
         for e in &self.edges {
             out.push_str(&format!(
@@ -56,7 +61,12 @@ mod tests {
     fn dot_escapes_and_labels() {
         let g = Graph {
             nodes: vec![Node { name: "a\"b".into(), kind: "local.file".into() }],
-            edges: vec![Edge { from: "k".into(), output: "publicKey".into(), to: "a\"b".into(), input: "content".into() }],
+            edges: vec![Edge {
+                from: "k".into(),
+                output: "publicKey".into(),
+                to: "a\"b".into(),
+                input: "content".into(),
+            }],
         };
         let d = g.to_dot();
         assert!(d.contains(r#""a\"b" [label="a\"b\nlocal.file"];"#), "{d}");

@@ -12,14 +12,14 @@
 pub mod events;
 pub mod graph;
 pub mod plan;
+mod planner;
 pub mod provider_client;
 pub mod redact;
 pub mod registry;
-mod planner;
 mod run;
 mod scheduler;
-mod session;
 pub mod select;
+mod session;
 
 pub use events::{EngineEvent, EventSink};
 pub use plan::{Action, Plan, PlanEntry, Summary};

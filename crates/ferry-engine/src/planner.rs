@@ -5,7 +5,9 @@
 use crate::plan::Action;
 use crate::provider_client::{CallError, ProviderCommand};
 use crate::registry::Registry;
-use ferry_protocol::{Call, Change, KindSchema, Object, Operation, PlanParams, PlanResult, Prior, ReadParams, ReadResult};
+use ferry_protocol::{
+    Call, Change, KindSchema, Object, Operation, PlanParams, PlanResult, Prior, ReadParams, ReadResult,
+};
 use ferry_state::{Op, ResourceRecord, Status};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,10 +35,22 @@ impl Kind {
             let msgs: Vec<String> = errors
                 .map(|e| {
                     let path = e.instance_path.to_string();
-                    let at = if path.is_empty() { "inputs".to_string() } else { format!("input `{}`", path.trim_start_matches('/').replace('/', ".")) };
+                    let at = if path.is_empty() {
+                        "inputs".to_string()
+                    } else {
+                        format!("input `{}`", path.trim_start_matches('/').replace('/', "."))
+                    };
                     // Never echo values of sensitive inputs.
-                    let sensitive = self.schema.sensitive_inputs.iter().any(|s| path.trim_start_matches('/').starts_with(s.as_str()));
-                    if sensitive { format!("{at}: invalid value (sensitive)") } else { format!("{at}: {e}") }
+                    let sensitive = self
+                        .schema
+                        .sensitive_inputs
+                        .iter()
+                        .any(|s| path.trim_start_matches('/').starts_with(s.as_str()));
+                    if sensitive {
+                        format!("{at}: invalid value (sensitive)")
+                    } else {
+                        format!("{at}: {e}")
+                    }
                 })
                 .collect();
             return Err(format!(
@@ -71,7 +85,8 @@ pub struct Decision {
 
 fn call<T: serde::de::DeserializeOwned>(reg: &Registry, k: &Kind, c: Call) -> Result<T, String> {
     let v = reg.call(&k.command, c, k.timeout).map_err(|e| describe(&e, k))?;
-    serde_json::from_value(v).map_err(|e| format!("provider {} sent a malformed result: {e}", k.command.label))
+    serde_json::from_value(v)
+        .map_err(|e| format!("provider {} sent a malformed result: {e}", k.command.label))
 }
 
 pub fn describe(e: &CallError, k: &Kind) -> String {
@@ -84,24 +99,49 @@ pub fn describe(e: &CallError, k: &Kind) -> String {
     }
 }
 
-fn read(reg: &Registry, k: &Kind, name: &str, inputs: &Object, outputs: Option<&Object>) -> Result<ReadResult, String> {
+fn read(
+    reg: &Registry,
+    k: &Kind,
+    name: &str,
+    inputs: &Object,
+    outputs: Option<&Object>,
+) -> Result<ReadResult, String> {
     call(
         reg,
         k,
-        Call::Read(ReadParams { kind: k.short(), resource: name.into(), inputs: inputs.clone(), outputs: outputs.cloned() }),
+        Call::Read(ReadParams {
+            kind: k.short(),
+            resource: name.into(),
+            inputs: inputs.clone(),
+            outputs: outputs.cloned(),
+        }),
     )
 }
 
-fn provider_plan(reg: &Registry, k: &Kind, name: &str, inputs: &Object, prior: Option<Prior>) -> Result<PlanResult, String> {
+fn provider_plan(
+    reg: &Registry,
+    k: &Kind,
+    name: &str,
+    inputs: &Object,
+    prior: Option<Prior>,
+) -> Result<PlanResult, String> {
     if !k.schema.supports(Operation::Plan) {
         // The provider does not plan: compare inputs, update if it can, else replace.
-        let info = ferry_protocol::sdk::ProviderInfo { name: String::new(), version: String::new(), kinds: vec![k.schema.clone()] };
+        let info = ferry_protocol::sdk::ProviderInfo {
+            name: String::new(),
+            version: String::new(),
+            kinds: vec![k.schema.clone()],
+        };
         return Ok(ferry_protocol::sdk::default_plan(
             &info,
             &PlanParams { kind: k.short(), resource: name.into(), inputs: inputs.clone(), prior },
         ));
     }
-    call(reg, k, Call::Plan(PlanParams { kind: k.short(), resource: name.into(), inputs: inputs.clone(), prior }))
+    call(
+        reg,
+        k,
+        Call::Plan(PlanParams { kind: k.short(), resource: name.into(), inputs: inputs.clone(), prior }),
+    )
 }
 
 fn from_plan(p: PlanResult, drift: Vec<String>, prior: Option<Prior>) -> Decision {
@@ -116,7 +156,14 @@ fn from_plan(p: PlanResult, drift: Vec<String>, prior: Option<Prior>) -> Decisio
 }
 
 /// Decide for one resource. `stable`: its desired inputs equal the recorded ones.
-pub fn decide(reg: &Registry, k: &Kind, name: &str, desired: &Object, record: Option<&ResourceRecord>, stable: bool) -> Result<Decision, String> {
+pub fn decide(
+    reg: &Registry,
+    k: &Kind,
+    name: &str,
+    desired: &Object,
+    record: Option<&ResourceRecord>,
+    stable: bool,
+) -> Result<Decision, String> {
     k.validate(name, desired)?;
     let can_read = k.schema.supports(Operation::Read);
     let Some(rec) = record else {
@@ -137,7 +184,11 @@ pub fn decide(reg: &Registry, k: &Kind, name: &str, desired: &Object, record: Op
                 let mut d = from_plan(p, r.drift, Some(prior));
                 d.reason = Some(format!(
                     "found the resource an interrupted run created; adopting it{}",
-                    if d.action == Action::Noop { String::new() } else { format!(", then {}", d.action.verb()) }
+                    if d.action == Action::Noop {
+                        String::new()
+                    } else {
+                        format!(", then {}", d.action.verb())
+                    }
                 ));
                 if d.action == Action::Noop {
                     d.action = Action::Adopt;

@@ -40,8 +40,11 @@ impl CallError {
 /// Progress/log lines a provider sends about a request.
 pub type EventSink = Arc<dyn Fn(&str /*resource*/, &ferry_protocol::Event) + Send + Sync>;
 
+/// A caller waiting for a response: the resource it is about, and where to send the answer.
+type Waiter = (Option<String>, Sender<Result<Value, CallError>>);
+
 struct Shared {
-    waiting: HashMap<u64, (Option<String>, Sender<Result<Value, CallError>>)>,
+    waiting: HashMap<u64, Waiter>,
     broken: Option<String>,
     stderr_tail: VecDeque<String>,
 }
@@ -109,7 +112,12 @@ impl ProviderClient {
         }
         let mut client = ProviderClient {
             command,
-            handshake: HandshakeResult { protocol_version: 0, provider: String::new(), version: String::new(), kinds: vec![] },
+            handshake: HandshakeResult {
+                protocol_version: 0,
+                provider: String::new(),
+                version: String::new(),
+                kinds: vec![],
+            },
             stdin: Mutex::new(stdin),
             child: Mutex::new(child),
             shared,
@@ -167,7 +175,8 @@ impl ProviderClient {
         };
         if let Err(e) = write {
             lock(&self.shared).waiting.remove(&id);
-            let msg = self.describe_exit(&format!("provider {} is not accepting requests ({e})", self.command.label));
+            let msg = self
+                .describe_exit(&format!("provider {} is not accepting requests ({e})", self.command.label));
             self.mark_broken(msg.clone());
             return Err(CallError::Broken(msg));
         }
@@ -184,9 +193,9 @@ impl ProviderClient {
                 self.kill();
                 Err(CallError::Broken(msg))
             }
-            Err(RecvTimeoutError::Disconnected) => {
-                Err(CallError::Broken(self.describe_exit(&format!("provider {} went away", self.command.label))))
-            }
+            Err(RecvTimeoutError::Disconnected) => Err(CallError::Broken(
+                self.describe_exit(&format!("provider {} went away", self.command.label)),
+            )),
         }
     }
 
@@ -243,7 +252,12 @@ impl Drop for ProviderClient {
     }
 }
 
-fn read_loop(label: String, stdout: std::process::ChildStdout, shared: Arc<Mutex<Shared>>, events: EventSink) {
+fn read_loop(
+    label: String,
+    stdout: std::process::ChildStdout,
+    shared: Arc<Mutex<Shared>>,
+    events: EventSink,
+) {
     let mut reader = BufReader::new(stdout);
     let mut buf = String::new();
     let fail = |msg: String| {

@@ -28,7 +28,9 @@ impl Redactor {
 
     pub fn value(&self, v: &Value) -> Value {
         match v {
-            Value::String(s) if self.secrets.iter().any(|x| s.contains(x.as_str())) => Value::String(SHOWN.into()),
+            Value::String(s) if self.secrets.iter().any(|x| s.contains(x.as_str())) => {
+                Value::String(SHOWN.into())
+            }
             Value::Array(a) => Value::Array(a.iter().map(|x| self.value(x)).collect()),
             Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), self.value(x))).collect()),
             other => other.clone(),

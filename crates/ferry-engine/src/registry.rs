@@ -21,7 +21,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(builtins: &[(String, ProviderCommand)], handshake_timeout: Duration, sink: Arc<dyn EventSink>) -> Self {
+    pub fn new(
+        builtins: &[(String, ProviderCommand)],
+        handshake_timeout: Duration,
+        sink: Arc<dyn EventSink>,
+    ) -> Self {
         Registry {
             builtins: builtins.iter().cloned().collect(),
             clients: Mutex::new(BTreeMap::new()),
@@ -35,7 +39,11 @@ impl Registry {
     /// built-in provider named by the kind's prefix.
     pub fn command_for(&self, kind: &str, spec: Option<&ProviderSpec>) -> Result<ProviderCommand, String> {
         if let Some(p) = spec {
-            return Ok(ProviderCommand { label: p.executable.clone(), program: PathBuf::from(&p.executable), args: p.args.clone() });
+            return Ok(ProviderCommand {
+                label: p.executable.clone(),
+                program: PathBuf::from(&p.executable),
+                args: p.args.clone(),
+            });
         }
         let prefix = kind.split_once('.').map(|(p, _)| p).unwrap_or("");
         self.builtins.get(prefix).cloned().ok_or_else(|| {
@@ -85,11 +93,17 @@ impl Registry {
                     phase: ev.phase.clone().unwrap_or_else(|| "progress".into()),
                     message: ev.message.clone(),
                 }),
-                ferry_protocol::EventKind::Log | ferry_protocol::EventKind::Warning => sink.event(EngineEvent::Log {
-                    resource,
-                    level: if ev.event == ferry_protocol::EventKind::Log { "info".into() } else { "warning".into() },
-                    message: ev.message.clone(),
-                }),
+                ferry_protocol::EventKind::Log | ferry_protocol::EventKind::Warning => {
+                    sink.event(EngineEvent::Log {
+                        resource,
+                        level: if ev.event == ferry_protocol::EventKind::Log {
+                            "info".into()
+                        } else {
+                            "warning".into()
+                        },
+                        message: ev.message.clone(),
+                    })
+                }
             }
         });
         let client = Arc::new(ProviderClient::start(cmd.clone(), self.handshake_timeout, events)?);
@@ -100,7 +114,8 @@ impl Registry {
     /// The schema of `kind` as declared by its provider's handshake.
     pub fn schema(&self, kind: &str, cmd: &ProviderCommand) -> Result<KindSchema, String> {
         let client = self.client(cmd).map_err(|e| e.to_string())?;
-        let (prefix, name) = kind.split_once('.').ok_or_else(|| format!("kind `{kind}` must look like PROVIDER.KIND"))?;
+        let (prefix, name) =
+            kind.split_once('.').ok_or_else(|| format!("kind `{kind}` must look like PROVIDER.KIND"))?;
         if client.handshake.provider != prefix {
             return Err(format!(
                 "kind `{kind}`: provider {} calls itself `{}`, so its kinds are `{}.*`",
@@ -108,12 +123,18 @@ impl Registry {
             ));
         }
         client.handshake.kinds.iter().find(|k| k.name == name).cloned().ok_or_else(|| {
-            let known: Vec<String> = client.handshake.kinds.iter().map(|k| format!("{prefix}.{}", k.name)).collect();
+            let known: Vec<String> =
+                client.handshake.kinds.iter().map(|k| format!("{prefix}.{}", k.name)).collect();
             format!("unknown kind `{kind}`; provider {} offers: {}", cmd.label, known.join(", "))
         })
     }
 
-    pub fn call(&self, cmd: &ProviderCommand, call: ferry_protocol::Call, timeout: Duration) -> Result<Value, CallError> {
+    pub fn call(
+        &self,
+        cmd: &ProviderCommand,
+        call: ferry_protocol::Call,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.client(cmd)?.call(call, timeout)
     }
@@ -124,7 +145,9 @@ impl Registry {
     }
 
     pub fn shutdown(&self) {
-        let clients: Vec<_> = std::mem::take(&mut *self.clients.lock().unwrap_or_else(|e| e.into_inner())).into_values().collect();
+        let clients: Vec<_> = std::mem::take(&mut *self.clients.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_values()
+            .collect();
         for c in clients {
             c.shutdown(Duration::from_secs(5));
         }

@@ -65,8 +65,12 @@ impl Engine {
         let planned = plan_phase(&mut s)?;
         let plan = planned.to_plan(&s);
         let plan_seconds = t.elapsed().as_secs_f64();
-        let has_work = plan.summary.changes() > 0 || !planned.waiting.is_empty() || plan.has_errors()
-            || planned.decided.iter().any(|(n, d)| d.is_ok() && s.records.get(n).is_some_and(|r| r.status != ferry_state::Status::Ready));
+        let has_work = plan.summary.changes() > 0
+            || !planned.waiting.is_empty()
+            || plan.has_errors()
+            || planned.decided.iter().any(|(n, d)| {
+                d.is_ok() && s.records.get(n).is_some_and(|r| r.status != ferry_state::Status::Ready)
+            });
         if !has_work {
             let mut report = RunReport { summary: plan.summary.clone(), ..Default::default() };
             report.timings = s.timings(plan_seconds, 0.0);
@@ -80,7 +84,13 @@ impl Engine {
         let work = planned.into_work(&s);
         let mut report = scheduler::execute(&mut s, work, run);
         if let Some(st) = s.state() {
-            let outcome = if report.interrupted { "interrupted" } else if report.ok() { "ok" } else { "failed" };
+            let outcome = if report.interrupted {
+                "interrupted"
+            } else if report.ok() {
+                "ok"
+            } else {
+                "failed"
+            };
             st.end_run(run, outcome)?;
         }
         report.summary.unchanged = plan.summary.unchanged;
@@ -94,7 +104,9 @@ impl Engine {
         let mut s = Session::open(self, Access::Write)?;
         let t = Instant::now();
         let mut chosen: BTreeSet<String> = match &self.cfg.selection {
-            Some(sel) => s.records.values().filter(|r| sel.matches(&r.name, &r.tags)).map(|r| r.name.clone()).collect(),
+            Some(sel) => {
+                s.records.values().filter(|r| sel.matches(&r.name, &r.tags)).map(|r| r.name.clone()).collect()
+            }
             None => s.records.keys().cloned().collect(),
         };
         // Whatever depends on a destroyed resource goes too.
@@ -123,7 +135,8 @@ impl Engine {
             }
         }
         if plan.entries.is_empty() {
-            let report = RunReport { timings: s.timings(t.elapsed().as_secs_f64(), 0.0), ..Default::default() };
+            let report =
+                RunReport { timings: s.timings(t.elapsed().as_secs_f64(), 0.0), ..Default::default() };
             return Ok((plan, report));
         }
         if !confirm(&plan) {
@@ -147,7 +160,13 @@ impl Engine {
         let run = s.state().map(|st| st.begin_run(&self.cfg.command)).transpose()?.unwrap_or(0);
         let mut report = RefreshReport::default();
         for rec in s.records.values() {
-            let mut entry = RefreshEntry { name: rec.name.clone(), kind: rec.kind.clone(), status: "inSync".into(), drift: vec![], error: None };
+            let mut entry = RefreshEntry {
+                name: rec.name.clone(),
+                kind: rec.kind.clone(),
+                status: "inSync".into(),
+                drift: vec![],
+                error: None,
+            };
             let kind = match s.kind_of_record(rec) {
                 Ok(k) => k,
                 Err(e) => {
@@ -187,7 +206,10 @@ impl Engine {
                     }
                     Err(e) => {
                         entry.status = "error".into();
-                        entry.error = Some(format!("provider {} sent a malformed read result: {e}", kind.command.label));
+                        entry.error = Some(format!(
+                            "provider {} sent a malformed read result: {e}",
+                            kind.command.label
+                        ));
                     }
                 },
                 Err(e) => {
@@ -208,7 +230,8 @@ impl Engine {
     pub fn graph(&self) -> Result<graph::Graph, EngineError> {
         let mut s = Session::open(self, Access::Read)?;
         s.first_round(false)?;
-        let nodes = s.decls.iter().map(|(n, d)| graph::Node { name: n.clone(), kind: d.kind.clone() }).collect();
+        let nodes =
+            s.decls.iter().map(|(n, d)| graph::Node { name: n.clone(), kind: d.kind.clone() }).collect();
         Ok(graph::Graph { nodes, edges: s.edges.iter().cloned().collect() })
     }
 
@@ -239,6 +262,8 @@ pub(crate) struct Planned {
     pub decided: BTreeMap<String, Result<Decision, String>>,
     pub waiting: BTreeSet<String>,
     pub orphans: Vec<String>,
+    /// Waiting resources whose preview the provider plans as a replacement.
+    pub replacing: BTreeSet<String>,
 }
 
 /// Evaluate (optimistically), decide every ready resource in parallel, and re-evaluate when a
@@ -253,7 +278,7 @@ pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
         r => r?,
     }
     let selected = s.selected();
-    let in_scope = |n: &String| selected.as_ref().map_or(true, |sel| sel.contains(n));
+    let in_scope = |n: &String| selected.as_ref().is_none_or(|sel| sel.contains(n));
     let mut decided: BTreeMap<String, Result<Decision, String>> = BTreeMap::new();
     loop {
         let todo: Vec<(String, Result<Kind, String>, ferry_protocol::Object, bool)> = s
@@ -263,7 +288,12 @@ pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
             .filter_map(|n| {
                 let e = s.evals.get(n)?;
                 let inputs = e.inputs.clone()?;
-                Some((n.clone(), s.kinds.get(n).cloned().unwrap_or_else(|| Err("no kind".into())), inputs, e.stable))
+                Some((
+                    n.clone(),
+                    s.kinds.get(n).cloned().unwrap_or_else(|| Err("no kind".into())),
+                    inputs,
+                    e.stable,
+                ))
             })
             .collect();
         let results = decide_all(s, todo);
@@ -298,18 +328,47 @@ pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
         decided.retain(|n, _| s.settled.contains_key(n));
         s.round(Some(pending), true)?;
     }
-    let waiting: BTreeSet<String> = s
-        .decls
-        .keys()
-        .filter(|n| in_scope(n) && !decided.contains_key(*n))
-        .cloned()
-        .collect();
+    let waiting: BTreeSet<String> =
+        s.decls.keys().filter(|n| in_scope(n) && !decided.contains_key(*n)).cloned().collect();
     check_cycles(s, &waiting)?;
     let orphans = s.records.keys().filter(|n| !s.decls.contains_key(*n) && in_scope(n)).cloned().collect();
-    Ok(Planned { decided, waiting, orphans })
+    let replacing = waiting.iter().filter(|n| preview_replaces(s, n)).cloned().collect();
+    Ok(Planned { decided, waiting, orphans, replacing })
 }
 
-fn decide_all(s: &Session, todo: Vec<(String, Result<Kind, String>, ferry_protocol::Object, bool)>) -> Vec<(String, Result<Decision, String>)> {
+/// Whether a recorded resource still waiting on outputs will be replaced rather than updated:
+/// ask the provider to plan its preview (unknown outputs as placeholder strings) against the
+/// recorded state. Without this every waiting resource showed as `~`, even a `local.exec`
+/// without an `update` command, which apply then replaces. Only a complete preview is asked
+/// about; any error leaves the default (`~`). `plan` has no side effects by protocol.
+fn preview_replaces(s: &Session, name: &str) -> bool {
+    let (Some(rec), Some(Ok(kind)), Some(ev)) = (s.records.get(name), s.kinds.get(name), s.evals.get(name)) else {
+        return false;
+    };
+    if rec.last_applied_at.is_none() {
+        return false;
+    }
+    let Some(preview) = &ev.preview else { return false };
+    let mut inputs = ferry_protocol::Object::new();
+    for (k, v) in preview {
+        match v {
+            Some(v) => {
+                inputs.insert(k.clone(), v.clone());
+            }
+            None => return false,
+        }
+    }
+    let prior = ferry_protocol::Prior { inputs: rec.inputs.clone(), outputs: rec.outputs.clone() };
+    matches!(
+        planner::provider_plan(&s.registry, kind, name, &inputs, Some(prior)),
+        Ok(p) if p.action == ferry_protocol::PlanAction::Replace
+    )
+}
+
+fn decide_all(
+    s: &Session,
+    todo: Vec<(String, Result<Kind, String>, ferry_protocol::Object, bool)>,
+) -> Vec<(String, Result<Decision, String>)> {
     let jobs = s.engine.cfg.jobs.max(1).min(todo.len().max(1));
     let (registry, records, redactor) = (&*s.registry, &s.records, &s.redactor);
     let queue = std::sync::Mutex::new(todo.into_iter());
@@ -319,7 +378,8 @@ fn decide_all(s: &Session, todo: Vec<(String, Result<Kind, String>, ferry_protoc
             scope.spawn(|| loop {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
                 let Some((name, kind, inputs, stable)) = next else { break };
-                let d = kind.and_then(|k| planner::decide(registry, &k, &name, &inputs, records.get(&name), stable));
+                let d = kind
+                    .and_then(|k| planner::decide(registry, &k, &name, &inputs, records.get(&name), stable));
                 out.lock().unwrap_or_else(|e| e.into_inner()).push((name, d.map_err(|e| redactor.text(&e))));
             });
         }
@@ -329,7 +389,13 @@ fn decide_all(s: &Session, todo: Vec<(String, Result<Kind, String>, ferry_protoc
 
 /// Waiting resources whose visible dependencies form a cycle: report the chain.
 fn check_cycles(s: &Session, waiting: &BTreeSet<String>) -> Result<(), EngineError> {
-    fn visit(n: &str, s: &Session, waiting: &BTreeSet<String>, path: &mut Vec<String>, done: &mut BTreeSet<String>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        s: &Session,
+        waiting: &BTreeSet<String>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
         if let Some(i) = path.iter().position(|p| p == n) {
             let mut cycle = path[i..].to_vec();
             cycle.push(n.to_string());
@@ -389,9 +455,19 @@ impl Planned {
                         .iter()
                         .map(|c| {
                             let hide = |v: &Option<serde_json::Value>| {
-                                v.as_ref().map(|v| if sensitive.contains(&c.path) { serde_json::Value::String(redact::SHOWN.into()) } else { s.redactor.value(v) })
+                                v.as_ref().map(|v| {
+                                    if sensitive.contains(&c.path) {
+                                        serde_json::Value::String(redact::SHOWN.into())
+                                    } else {
+                                        s.redactor.value(v)
+                                    }
+                                })
                             };
-                            ferry_protocol::Change { before: hide(&c.before), after: hide(&c.after), ..c.clone() }
+                            ferry_protocol::Change {
+                                before: hide(&c.before),
+                                after: hide(&c.after),
+                                ..c.clone()
+                            }
                         })
                         .collect();
                     e.drift = dec.drift.iter().map(|x| s.redactor.text(x)).collect();
@@ -418,14 +494,22 @@ impl Planned {
                         // Only visible placeholders make a trustworthy preview (a derivation
                         // built from a placeholder has a plausible but wrong store path).
                         Some(v) if !unknown.contains(k) => s.redactor.value(v),
-                        Some(v) if !ferry_eval::find_placeholders(v).is_empty() => render(&s.redactor.value(v)),
+                        Some(v) if !ferry_eval::find_placeholders(v).is_empty() => {
+                            render(&s.redactor.value(v))
+                        }
                         _ if unknown.contains(k) => serde_json::Value::String("(known after apply)".into()),
                         _ => serde_json::Value::String("(known after apply)".into()),
                     };
                     inputs.insert(k.clone(), shown);
                 }
             }
-            let action = if s.records.contains_key(name) { Action::Update } else { Action::Create };
+            let action = if self.replacing.contains(name) {
+                Action::Replace
+            } else if s.records.contains_key(name) {
+                Action::Update
+            } else {
+                Action::Create
+            };
             plan.summary.add(action);
             plan.entries.push(PlanEntry {
                 name: name.clone(),
@@ -455,11 +539,14 @@ impl Planned {
         for (name, d) in self.decided {
             match d {
                 Ok(dec) => {
-                    let settled_noop = dec.action == Action::Noop && s.records.get(&name).map_or(true, |r| r.status == ferry_state::Status::Ready);
+                    let settled_noop = dec.action == Action::Noop
+                        && s.records.get(&name).is_none_or(|r| r.status == ferry_state::Status::Ready);
                     if settled_noop {
                         continue;
                     }
-                    let (Some(Ok(kind)), Some(ev)) = (s.kinds.get(&name), s.evals.get(&name)) else { continue };
+                    let (Some(Ok(kind)), Some(ev)) = (s.kinds.get(&name), s.evals.get(&name)) else {
+                        continue;
+                    };
                     let inputs = ev.inputs.clone().unwrap_or_default();
                     ready.push(scheduler::job_for(s, &name, kind.clone(), inputs, ev, Some(dec)));
                 }
@@ -483,7 +570,9 @@ fn render(v: &serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::String(x) => serde_json::Value::String(ferry_eval::render_placeholders(x)),
         serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(render).collect()),
-        serde_json::Value::Object(o) => serde_json::Value::Object(o.iter().map(|(k, x)| (k.clone(), render(x))).collect()),
+        serde_json::Value::Object(o) => {
+            serde_json::Value::Object(o.iter().map(|(k, x)| (k.clone(), render(x))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -504,7 +593,12 @@ fn delete_entry(s: &Session, rec: &ferry_state::ResourceRecord) -> PlanEntry {
     }
 }
 
-fn delete_job(_s: &Session, rec: &ferry_state::ResourceRecord, kind: Kind, deleting: &BTreeSet<String>) -> scheduler::Job {
+fn delete_job(
+    _s: &Session,
+    rec: &ferry_state::ResourceRecord,
+    kind: Kind,
+    deleting: &BTreeSet<String>,
+) -> scheduler::Job {
     scheduler::Job {
         name: rec.name.clone(),
         kind,

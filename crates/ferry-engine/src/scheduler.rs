@@ -39,7 +39,13 @@ enum Msg {
 }
 
 /// The worker side of a job.
-fn run_job(job: Job, reg: &registry::Registry, eval: &dyn ferry_eval::Evaluator, sink: &dyn EventSink, tx: &Sender<Msg>) -> (Action, Result<Option<Object>, String>) {
+fn run_job(
+    job: Job,
+    reg: &registry::Registry,
+    eval: &dyn ferry_eval::Evaluator,
+    sink: &dyn EventSink,
+    tx: &Sender<Msg>,
+) -> (Action, Result<Option<Object>, String>) {
     let name = job.name.clone();
     let k = &job.kind;
     let intent = |op: Op, inputs: &Object| -> Result<i64, String> {
@@ -62,13 +68,23 @@ fn run_job(job: Job, reg: &registry::Registry, eval: &dyn ferry_eval::Evaluator,
     };
     let call_outputs = |c: Call| -> Result<Option<Object>, String> {
         let v = reg.call(&k.command, c, k.timeout).map_err(|e| describe(&e, k))?;
-        let r: OutputsResult = serde_json::from_value(v).map_err(|e| format!("provider {} sent a malformed result: {e}", k.command.label))?;
+        let r: OutputsResult = serde_json::from_value(v)
+            .map_err(|e| format!("provider {} sent a malformed result: {e}", k.command.label))?;
         Ok(Some(r.outputs))
     };
     let delete = |inputs: &Object, outputs: &Object| -> Result<Option<Object>, String> {
         let id = intent(Op::Delete, inputs)?;
         let r = reg
-            .call(&k.command, Call::Delete(DeleteParams { kind: k.short(), resource: name.clone(), inputs: inputs.clone(), outputs: outputs.clone() }), k.timeout)
+            .call(
+                &k.command,
+                Call::Delete(DeleteParams {
+                    kind: k.short(),
+                    resource: name.clone(),
+                    inputs: inputs.clone(),
+                    outputs: outputs.clone(),
+                }),
+                k.timeout,
+            )
             .map(|_| None)
             .map_err(|e| describe(&e, k));
         outcome(id, &r);
@@ -78,10 +94,16 @@ fn run_job(job: Job, reg: &registry::Registry, eval: &dyn ferry_eval::Evaluator,
     if job.delete {
         sink.event(EngineEvent::Started { resource: name.clone(), action: Action::Delete });
         let rec = job.record.clone().unwrap_or_else(|| unreachable_record(&name));
-        let inputs = if rec.last_applied_at.is_some() { rec.inputs.clone() } else { rec.pending.clone().map(|p| p.inputs).unwrap_or_default() };
+        let inputs = if rec.last_applied_at.is_some() {
+            rec.inputs.clone()
+        } else {
+            rec.pending.clone().map(|p| p.inputs).unwrap_or_default()
+        };
         return (Action::Delete, delete(&inputs, &rec.outputs));
     }
-    let Some(inputs) = job.inputs.clone() else { return (Action::Noop, Err("internal: job without inputs".into())) };
+    let Some(inputs) = job.inputs.clone() else {
+        return (Action::Noop, Err("internal: job without inputs".into()));
+    };
     let decision = match job.decision.clone() {
         Some(d) => d,
         None => match decide(reg, k, &name, &inputs, job.record.as_ref(), job.stable) {
@@ -96,31 +118,46 @@ fn run_job(job: Job, reg: &registry::Registry, eval: &dyn ferry_eval::Evaluator,
     }
     sink.event(EngineEvent::Started { resource: name.clone(), action });
     if !job.context.is_empty() && matches!(action, Action::Create | Action::Update | Action::Replace) {
-        sink.event(EngineEvent::Phase { resource: name.clone(), phase: "build".into(), message: format!("realising {} store path(s)", job.context.len()) });
+        sink.event(EngineEvent::Phase {
+            resource: name.clone(),
+            phase: "build".into(),
+            message: format!("realising {} store path(s)", job.context.len()),
+        });
         if let Err(e) = eval.realise(&job.context) {
             return (action, Err(format!("building inputs: {e}")));
         }
     }
     let create = || -> Result<Option<Object>, String> {
         let id = intent(Op::Create, &inputs)?;
-        let r = call_outputs(Call::Create(CreateParams { kind: k.short(), resource: name.clone(), inputs: inputs.clone() }));
+        let r = call_outputs(Call::Create(CreateParams {
+            kind: k.short(),
+            resource: name.clone(),
+            inputs: inputs.clone(),
+        }));
         outcome(id, &r);
         r
     };
     let result = match action {
         Action::Create => create(),
         Action::Update => {
-            let prior = decision.prior.clone().unwrap_or(Prior { inputs: Object::new(), outputs: Object::new() });
+            let prior =
+                decision.prior.clone().unwrap_or(Prior { inputs: Object::new(), outputs: Object::new() });
             let id = match intent(Op::Update, &inputs) {
                 Ok(id) => id,
                 Err(e) => return (action, Err(e)),
             };
-            let r = call_outputs(Call::Update(UpdateParams { kind: k.short(), resource: name.clone(), inputs: inputs.clone(), prior }));
+            let r = call_outputs(Call::Update(UpdateParams {
+                kind: k.short(),
+                resource: name.clone(),
+                inputs: inputs.clone(),
+                prior,
+            }));
             outcome(id, &r);
             r
         }
         Action::Replace => {
-            let prior = decision.prior.clone().unwrap_or(Prior { inputs: Object::new(), outputs: Object::new() });
+            let prior =
+                decision.prior.clone().unwrap_or(Prior { inputs: Object::new(), outputs: Object::new() });
             match delete(&prior.inputs, &prior.outputs) {
                 Ok(_) => create(),
                 Err(e) => Err(e),
@@ -135,7 +172,9 @@ fn run_job(job: Job, reg: &registry::Registry, eval: &dyn ferry_eval::Evaluator,
             outcome(id, &r);
             r
         }
-        Action::Delete => delete(&inputs, &job.record.as_ref().map(|r| r.outputs.clone()).unwrap_or_default()),
+        Action::Delete => {
+            delete(&inputs, &job.record.as_ref().map(|r| r.outputs.clone()).unwrap_or_default())
+        }
     };
     (action, result)
 }
@@ -195,7 +234,9 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
             if cfg.interrupted.load(Ordering::SeqCst) && !stopping {
                 stopping = true;
                 report.interrupted = true;
-                s.engine.sink.event(EngineEvent::Warning { message: "interrupted: no new work is started; waiting for running calls".into() });
+                s.engine.sink.event(EngineEvent::Warning {
+                    message: "interrupted: no new work is started; waiting for running calls".into(),
+                });
             }
             // Dispatch. Deletes first, each only after everything that depended on it is gone;
             // creates and updates after all deletes (a renamed resource may reuse a path).
@@ -229,14 +270,21 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                     let start = Instant::now();
                     let name = job.name.clone();
                     let (action, result) = run_job(job, &reg, &*eval, &*sink, &tx);
-                    let _ = tx.send(Msg::Finished { name, action, result, seconds: start.elapsed().as_secs_f64() });
+                    let _ = tx.send(Msg::Finished {
+                        name,
+                        action,
+                        result,
+                        seconds: start.elapsed().as_secs_f64(),
+                    });
                 });
             }
             // A new round when outputs arrived that waiting resources may need.
             if !stopping && !eval_running && !waiting.is_empty() && settled_since_eval > 0 {
                 let idle = in_flight.is_empty() && queue.is_empty();
                 let visibly_ready = waiting.iter().any(|w| {
-                    s.deps.get(w).is_some_and(|d| !d.is_empty() && d.iter().all(|x| s.settled.contains_key(x)))
+                    s.deps
+                        .get(w)
+                        .is_some_and(|d| !d.is_empty() && d.iter().all(|x| s.settled.contains_key(x)))
                 });
                 let slow = in_flight.values().all(|t| t.elapsed() > last_eval);
                 if idle || (visibly_ready && queue.is_empty() && slow) {
@@ -255,7 +303,9 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                         want_edges: true,
                         write_drvs: true,
                     };
-                    s.engine.sink.event(EngineEvent::EvalStarted { round: s.rounds, pending: Some(waiting.len()) });
+                    s.engine
+                        .sink
+                        .event(EngineEvent::EvalStarted { round: s.rounds, pending: Some(waiting.len()) });
                     let eval = std::sync::Arc::clone(&s.engine.eval);
                     let tx = tx.clone();
                     scope.spawn(move || {
@@ -265,7 +315,12 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                     });
                 }
             }
-            if in_flight.is_empty() && !eval_running && queue.is_empty() && deletes.is_empty() && (waiting.is_empty() || settled_since_eval == 0 || stopping) {
+            if in_flight.is_empty()
+                && !eval_running
+                && queue.is_empty()
+                && deletes.is_empty()
+                && (waiting.is_empty() || settled_since_eval == 0 || stopping)
+            {
                 break;
             }
             let msg = match rx.recv_timeout(Duration::from_millis(50)) {
@@ -276,7 +331,9 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
             match msg {
                 Msg::Intent(intent, reply) => {
                     let r = match state {
-                        Some(st) => st.record_intent(run, &intent).map_err(|e| format!("recording intent: {e}")),
+                        Some(st) => {
+                            st.record_intent(run, &intent).map_err(|e| format!("recording intent: {e}"))
+                        }
                         None => Err("no state".into()),
                     };
                     let _ = reply.send(r);
@@ -288,7 +345,9 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                             Err(e) => st.record_failure(run, id, &s.redactor.text(e)),
                         };
                         if let Err(e) = r {
-                            s.engine.sink.event(EngineEvent::Warning { message: format!("recording result: {e}") });
+                            s.engine
+                                .sink
+                                .event(EngineEvent::Warning { message: format!("recording result: {e}") });
                         }
                     }
                 }
@@ -307,12 +366,18 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                                 settled_since_eval += 1;
                             }
                             if action != Action::Noop {
-                                s.engine.sink.event(EngineEvent::Finished { resource: name, action, seconds });
+                                s.engine.sink.event(EngineEvent::Finished {
+                                    resource: name,
+                                    action,
+                                    seconds,
+                                });
                             }
                         }
                         Err(e) => {
                             let e = s.redactor.text(&e);
-                            s.engine.sink.event(EngineEvent::Failed { resource: name.clone(), error: e.clone() });
+                            s.engine
+                                .sink
+                                .event(EngineEvent::Failed { resource: name.clone(), error: e.clone() });
                             failed.insert(name, e);
                         }
                     }
@@ -323,13 +388,19 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                     match result {
                         Ok(res) => {
                             let ready = res.results.values().filter(|r| r.inputs.is_some()).count();
-                            s.engine.sink.event(EngineEvent::EvalFinished { round: s.rounds, ready, seconds: secs });
+                            s.engine.sink.event(EngineEvent::EvalFinished {
+                                round: s.rounds,
+                                ready,
+                                seconds: secs,
+                            });
                             absorb(s, &res.results);
                             for (name, r) in res.results {
                                 let Some(inputs) = r.inputs.clone() else { continue };
                                 waiting.remove(&name);
                                 match s.kinds.get(&name).cloned() {
-                                    Some(Ok(kind)) => queue.push_back(job_for(s, &name, kind, inputs, &r, None)),
+                                    Some(Ok(kind)) => {
+                                        queue.push_back(job_for(s, &name, kind, inputs, &r, None))
+                                    }
                                     Some(Err(e)) => {
                                         failed.insert(name, e);
                                     }
@@ -357,7 +428,11 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
     // Whatever still waits: a failed dependency, an interruption, or a cycle.
     let blocked: BTreeSet<String> = failed.keys().cloned().collect();
     for w in &waiting {
-        let dep_failed = s.deps.get(w).and_then(|d| d.iter().find(|x| blocked.contains(*x) || waiting.contains(*x) && *x != w)).cloned();
+        let dep_failed = s
+            .deps
+            .get(w)
+            .and_then(|d| d.iter().find(|x| blocked.contains(*x) || waiting.contains(*x) && *x != w))
+            .cloned();
         let reason = if report.interrupted {
             "interrupted before it could start".to_string()
         } else if let Some(d) = s.deps.get(w).and_then(|d| d.iter().find(|x| blocked.contains(*x)).cloned()) {
@@ -370,7 +445,11 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
         s.engine.sink.event(EngineEvent::Skipped { resource: w.clone(), reason: reason.clone() });
         skipped.insert(w.clone(), reason);
     }
-    for (j, why) in queue.iter().map(|j| (j.name.clone(), "interrupted before it could start")).chain(deletes.iter().map(|j| (j.name.clone(), "interrupted before it could start"))) {
+    for (j, why) in queue
+        .iter()
+        .map(|j| (j.name.clone(), "interrupted before it could start"))
+        .chain(deletes.iter().map(|j| (j.name.clone(), "interrupted before it could start")))
+    {
         skipped.insert(j, why.to_string());
     }
     s.state = state_store;
@@ -387,7 +466,12 @@ pub(crate) fn absorb(s: &mut Session, results: &BTreeMap<String, ResourceEval>) 
             for (input, v) in e.as_object().into_iter().flatten() {
                 for p in ferry_eval::find_placeholders(v) {
                     deps.insert(p.resource.clone());
-                    s.edges.insert(graph::Edge { from: p.resource, output: p.output, to: name.clone(), input: input.clone() });
+                    s.edges.insert(graph::Edge {
+                        from: p.resource,
+                        output: p.output,
+                        to: name.clone(),
+                        input: input.clone(),
+                    });
                 }
             }
             s.deps.insert(name.clone(), deps);
@@ -396,7 +480,14 @@ pub(crate) fn absorb(s: &mut Session, results: &BTreeMap<String, ResourceEval>) 
     }
 }
 
-pub(crate) fn job_for(s: &Session, name: &str, kind: Kind, inputs: Object, r: &ResourceEval, decision: Option<Decision>) -> Job {
+pub(crate) fn job_for(
+    s: &Session,
+    name: &str,
+    kind: Kind,
+    inputs: Object,
+    r: &ResourceEval,
+    decision: Option<Decision>,
+) -> Job {
     Job {
         name: name.to_string(),
         kind,

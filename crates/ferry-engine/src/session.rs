@@ -60,7 +60,11 @@ impl<'e> Session<'e> {
             Some(s) => s.resources()?.into_iter().map(|r| (r.name.clone(), r)).collect(),
             None => BTreeMap::new(),
         };
-        let registry = Arc::new(Registry::new(&cfg.builtin_providers, cfg.call_timeout.min(std::time::Duration::from_secs(60)), Arc::clone(&engine.sink)));
+        let registry = Arc::new(Registry::new(
+            &cfg.builtin_providers,
+            cfg.call_timeout.min(std::time::Duration::from_secs(60)),
+            Arc::clone(&engine.sink),
+        ));
         let mut redactor = Redactor::default();
         for r in records.values() {
             redactor.learn(&r.outputs, &r.sensitive_outputs);
@@ -100,7 +104,11 @@ impl<'e> Session<'e> {
     }
 
     /// Run one evaluation round over `pending` (None: all declared resources).
-    pub fn round(&mut self, pending: Option<Vec<String>>, optimistic: bool) -> Result<RoundResult, EngineError> {
+    pub fn round(
+        &mut self,
+        pending: Option<Vec<String>>,
+        optimistic: bool,
+    ) -> Result<RoundResult, EngineError> {
         self.rounds += 1;
         let n = pending.as_ref().map(Vec::len);
         self.engine.sink.event(EngineEvent::EvalStarted { round: self.rounds, pending: n });
@@ -108,7 +116,11 @@ impl<'e> Session<'e> {
         let recorded = if optimistic {
             self.records
                 .values()
-                .filter(|r| r.status == Status::Ready && r.last_applied_at.is_some() && !self.settled.contains_key(&r.name))
+                .filter(|r| {
+                    r.status == Status::Ready
+                        && r.last_applied_at.is_some()
+                        && !self.settled.contains_key(&r.name)
+                })
                 .map(|r| (r.name.clone(), Recorded { inputs: r.inputs.clone(), outputs: r.outputs.clone() }))
                 .collect()
         } else {
@@ -128,14 +140,23 @@ impl<'e> Session<'e> {
         };
         let res = self.engine.eval.round(&req).map_err(|e| self.eval_error(e))?;
         let ready = res.results.values().filter(|r| r.inputs.is_some()).count();
-        self.engine.sink.event(EngineEvent::EvalFinished { round: self.rounds, ready, seconds: start.elapsed().as_secs_f64() });
+        self.engine.sink.event(EngineEvent::EvalFinished {
+            round: self.rounds,
+            ready,
+            seconds: start.elapsed().as_secs_f64(),
+        });
         for (name, r) in &res.results {
             if let Some(e) = &r.edges {
                 let mut deps = BTreeSet::new();
                 for (input, v) in e.as_object().into_iter().flatten() {
                     for p in ferry_eval::find_placeholders(v) {
                         deps.insert(p.resource.clone());
-                        self.edges.insert(Edge { from: p.resource, output: p.output, to: name.clone(), input: input.clone() });
+                        self.edges.insert(Edge {
+                            from: p.resource,
+                            output: p.output,
+                            to: name.clone(),
+                            input: input.clone(),
+                        });
                     }
                 }
                 self.deps.insert(name.clone(), deps);
@@ -173,9 +194,14 @@ impl<'e> Session<'e> {
         // or `resources.ATTR` (an undeclared resource).
         let suffix = format!(".{attr}");
         for piece in msg.split("resources.").skip(1) {
-            let path: String =
-                piece.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')).collect();
-            if path == attr {
+            let path: String = piece
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                .collect();
+            // `resources.ATTR` or `resources.ATTR.OUTPUT`: the resource itself is missing.
+            // (Comparing the whole path only caught the bare form, so the usual
+            // `resources.nothere.path` got no hint.)
+            if path == attr || path.split('.').next() == Some(attr.as_str()) {
                 return Some(format!("no resource named `{attr}` is declared"));
             }
             if let Some(res) = path.strip_suffix(&suffix) {
@@ -227,7 +253,7 @@ impl<'e> Session<'e> {
                     d.file
                 )));
             }
-            if d.kind.split_once('.').map_or(true, |(p, k)| p.is_empty() || k.is_empty()) {
+            if d.kind.split_once('.').is_none_or(|(p, k)| p.is_empty() || k.is_empty()) {
                 return Err(EngineError::Deployment(format!(
                     "resource `{name}` ({}): type `{}` must look like PROVIDER.KIND, e.g. \"local.file\"",
                     d.file, d.kind
@@ -244,13 +270,17 @@ impl<'e> Session<'e> {
             let r = (|| -> Result<Kind, String> {
                 if let Some(p) = &d.provider {
                     if !p.context.is_empty() {
-                        self.engine.eval.realise(&p.context).map_err(|e| format!("building provider {}: {e}", p.executable))?;
+                        self.engine
+                            .eval
+                            .realise(&p.context)
+                            .map_err(|e| format!("building provider {}: {e}", p.executable))?;
                     }
                 }
                 let command = self.registry.command_for(&d.kind, d.provider.as_ref())?;
                 let schema = self.registry.schema(&d.kind, &command)?;
                 let validator = compile_schema(&d.kind, &schema)?;
-                let timeout = d.timeout.map(std::time::Duration::from_secs_f64).unwrap_or(self.engine.cfg.call_timeout);
+                let timeout =
+                    d.timeout.map(std::time::Duration::from_secs_f64).unwrap_or(self.engine.cfg.call_timeout);
                 Ok(Kind { kind: d.kind.clone(), schema, command, timeout, validator })
             })()
             .map_err(|e| format!("resource `{name}` ({}): {}", d.file, e));

@@ -6,8 +6,14 @@ use std::collections::BTreeMap;
 
 fn schemas() -> BTreeMap<String, KindOutputs> {
     let mut m = BTreeMap::new();
-    m.insert("local.file".into(), KindOutputs { outputs: vec!["path".into(), "sha256".into()], output_names_input: None });
-    m.insert("local.exec".into(), KindOutputs { outputs: vec![], output_names_input: Some("outputNames".into()) });
+    m.insert(
+        "local.file".into(),
+        KindOutputs { outputs: vec!["path".into(), "sha256".into()], output_names_input: None },
+    );
+    m.insert(
+        "local.exec".into(),
+        KindOutputs { outputs: vec![], output_names_input: Some("outputNames".into()) },
+    );
     m
 }
 
@@ -72,11 +78,24 @@ fn rounds_follow_the_dependency_chain() {
 #[test]
 fn recorded_outputs_are_lent_only_to_unchanged_resources() {
     let (_d, mut req) = setup(&[("deployment.nix", CHAIN), ("more.nix", MORE)]);
-    let rec = |i: serde_json::Value, o: serde_json::Value| Recorded { inputs: i.as_object().unwrap().clone(), outputs: o.as_object().unwrap().clone() };
-    req.recorded.insert("a".into(), rec(json!({"content": "hi", "path": "/tmp/a"}), json!({"path": "/tmp/a", "sha256": "H"})));
-    req.recorded.insert("b".into(), rec(json!({"create": ["echo", "H"], "outputNames": ["x"]}), json!({"x": "X"})));
-    req.recorded.insert("c".into(), rec(json!({"content": "OLD!", "path": "/tmp/c"}), json!({"path": "/tmp/c", "sha256": "C"})));
-    req.recorded.insert("d".into(), rec(json!({"content": "C", "path": "/tmp/d"}), json!({"path": "/tmp/d", "sha256": "D"})));
+    let rec = |i: serde_json::Value, o: serde_json::Value| Recorded {
+        inputs: i.as_object().unwrap().clone(),
+        outputs: o.as_object().unwrap().clone(),
+    };
+    req.recorded.insert(
+        "a".into(),
+        rec(json!({"content": "hi", "path": "/tmp/a"}), json!({"path": "/tmp/a", "sha256": "H"})),
+    );
+    req.recorded
+        .insert("b".into(), rec(json!({"create": ["echo", "H"], "outputNames": ["x"]}), json!({"x": "X"})));
+    req.recorded.insert(
+        "c".into(),
+        rec(json!({"content": "OLD!", "path": "/tmp/c"}), json!({"path": "/tmp/c", "sha256": "C"})),
+    );
+    req.recorded.insert(
+        "d".into(),
+        rec(json!({"content": "C", "path": "/tmp/d"}), json!({"path": "/tmp/d", "sha256": "D"})),
+    );
     let r = nix().round(&req).unwrap();
     assert!(r.results["a"].stable && r.results["b"].stable);
     // c's inputs changed (X! != OLD!), so its recorded outputs are not lent: d waits.
@@ -110,7 +129,10 @@ fn derivations_are_caught_by_throw_mode_and_carry_context() {
 #[test]
 fn duplicate_names_and_user_errors() {
     let (_d, req) = setup(&[
-        ("deployment.nix", r#"{ ... }: { imports = [ ./x.nix ]; resources.a = { type = "local.file"; inputs = {}; }; }"#),
+        (
+            "deployment.nix",
+            r#"{ ... }: { imports = [ ./x.nix ]; resources.a = { type = "local.file"; inputs = {}; }; }"#,
+        ),
         ("x.nix", r#"{ resources.a = { type = "local.file"; inputs = {}; }; }"#),
     ]);
     let r = nix().round(&req).unwrap();
@@ -123,7 +145,10 @@ fn duplicate_names_and_user_errors() {
     assert!(e.is_user_error());
     assert!(e.to_string().contains("resource `a`") && e.to_string().contains("has no `type`"), "{e}");
 
-    let (_d, req) = setup(&[("deployment.nix", "{ ... }: { resources.a = { type = \"local.file\"\n; inputs = { }; ; }; }")]);
+    let (_d, req) = setup(&[(
+        "deployment.nix",
+        "{ ... }: { resources.a = { type = \"local.file\"\n; inputs = { }; ; }; }",
+    )]);
     let e = nix().round(&req).unwrap_err();
     assert!(e.to_string().contains("deployment.nix:2"), "syntax error with file:line: {e}");
 }

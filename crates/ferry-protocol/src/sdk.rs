@@ -159,15 +159,16 @@ pub fn serve_on<P: Provider>(
         workers.push(std::thread::spawn(move || {
             let cx = CallContext { id: req.id, out: Arc::clone(&out) };
             let resource = req.call.resource().map(str::to_string);
-            let outcome = match check_kind(&kinds, &req.call).and_then(|_| dispatch(&*provider, req.call, &cx)) {
-                Ok(v) => Outcome::Result(v),
-                Err(mut e) => {
-                    if e.resource.is_none() {
-                        e.resource = resource;
+            let outcome =
+                match check_kind(&kinds, &req.call).and_then(|_| dispatch(&*provider, req.call, &cx)) {
+                    Ok(v) => Outcome::Result(v),
+                    Err(mut e) => {
+                        if e.resource.is_none() {
+                            e.resource = resource;
+                        }
+                        Outcome::Error(e)
                     }
-                    Outcome::Error(e)
-                }
-            };
+                };
             write_line(&out, &Message::Response(Response { id: req.id, outcome }));
         }));
         workers.retain(|w| !w.is_finished());
@@ -244,9 +245,9 @@ fn write_line(out: &Mutex<Box<dyn Write + Send>>, msg: &Message) {
 /// at /dev/null and fd 1 at fd 2.
 #[cfg(unix)]
 fn protect_stdio() -> std::io::Result<(std::fs::File, std::fs::File)> {
+    use libc::{dup2, fcntl, F_DUPFD_CLOEXEC};
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::io::AsRawFd;
-    use libc::{dup2, fcntl, F_DUPFD_CLOEXEC};
     // SAFETY: plain fd syscalls on fds this process owns; results are checked.
     unsafe {
         let input = fcntl(0, F_DUPFD_CLOEXEC, 3);

@@ -269,6 +269,13 @@ impl Live {
     }
 }
 
+fn pending_text(pending: Option<usize>) -> String {
+    match pending {
+        Some(n) => format!("{n} pending"),
+        None => "all resources".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,12 +373,5 @@ warning: provider exited
         live.event(EngineEvent::Started { resource: "x".into(), action: Action::Delete }, 0);
         live.finish();
         assert!(live.bars.lock().unwrap().is_empty());
-    }
-}
-
-fn pending_text(pending: Option<usize>) -> String {
-    match pending {
-        Some(n) => format!("{n} pending"),
-        None => "all resources".to_string(),
     }
 }
