@@ -71,9 +71,7 @@ impl StateStore {
                 })
             })
             .map_err(sql_err(&self.path))?;
-        let mut events = rows
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql_err(&self.path))?;
+        let mut events = rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(&self.path))?;
         events.reverse();
         Ok(events)
     }

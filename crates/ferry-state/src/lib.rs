@@ -69,10 +69,7 @@ impl StateStore {
 
     fn open_inner(path: &Path, create: bool) -> Result<StateStore, StateError> {
         let conn = schema::open_connection(path, create)?;
-        Ok(StateStore {
-            conn,
-            path: path.to_owned(),
-        })
+        Ok(StateStore { conn, path: path.to_owned() })
     }
 
     /// The database file.
@@ -89,11 +86,7 @@ impl StateStore {
     /// `holder_command`. With `timeout` `None` (or zero) fails fast with
     /// [`StateError::Locked`]; otherwise retries every 100 ms until `timeout` passes. The lock
     /// is released when the returned [`RunLock`] is dropped or the process dies.
-    pub fn lock(
-        &self,
-        holder_command: &str,
-        timeout: Option<Duration>,
-    ) -> Result<RunLock, StateError> {
+    pub fn lock(&self, holder_command: &str, timeout: Option<Duration>) -> Result<RunLock, StateError> {
         lock::acquire(&self.path, holder_command, timeout)
     }
 
@@ -105,30 +98,19 @@ impl StateStore {
     /// Runs `PRAGMA integrity_check`; returns `"ok"` when the file is sound, otherwise
     /// SQLite's findings, one per line.
     pub fn integrity_check(&self) -> Result<String, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare("PRAGMA integrity_check")
-            .map_err(sql_err(&self.path))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(sql_err(&self.path))?;
-        let lines = rows
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql_err(&self.path))?;
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check").map_err(sql_err(&self.path))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(sql_err(&self.path))?;
+        let lines = rows.collect::<Result<Vec<_>, _>>().map_err(sql_err(&self.path))?;
         Ok(lines.join("\n"))
     }
 
     /// Starts a write transaction that takes the write lock at once (so it cannot fail
     /// half-way with "database is locked" after reading).
     fn write_tx(&self) -> Result<Transaction<'_>, StateError> {
-        Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
-            .map_err(sql_err(&self.path))
+        Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(sql_err(&self.path))
     }
 
     fn corrupt(&self, detail: String) -> StateError {
-        StateError::Corrupt {
-            path: self.path.clone(),
-            detail,
-        }
+        StateError::Corrupt { path: self.path.clone(), detail }
     }
 }

@@ -52,12 +52,7 @@ impl LockHolder {
     /// Stand-in when the lock is held but its file names nobody (written by a foreign tool,
     /// or the holder had not yet written itself).
     fn unknown() -> LockHolder {
-        LockHolder {
-            pid: 0,
-            host: "unknown".into(),
-            started: "unknown".into(),
-            command: "unknown".into(),
-        }
+        LockHolder { pid: 0, host: "unknown".into(), started: "unknown".into(), command: "unknown".into() }
     }
 }
 
@@ -107,10 +102,7 @@ pub fn lock_path(db: &Path) -> PathBuf {
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| StateError::Io { path: path.to_owned(), source }
 }
 
 fn open_lock_file(path: &Path) -> Result<File, StateError> {
@@ -122,8 +114,7 @@ fn open_lock_file(path: &Path) -> Result<File, StateError> {
         .mode(0o600)
         .open(path)
         .map_err(io_err(path))?;
-    file.set_permissions(Permissions::from_mode(0o600))
-        .map_err(io_err(path))?;
+    file.set_permissions(Permissions::from_mode(0o600)).map_err(io_err(path))?;
     Ok(file)
 }
 
@@ -158,11 +149,7 @@ fn read_holder(file: &mut File) -> Option<LockHolder> {
 }
 
 /// Takes the run lock for the database at `db`, failing fast or waiting up to `timeout`.
-pub fn acquire(
-    db: &Path,
-    command: &str,
-    timeout: Option<Duration>,
-) -> Result<RunLock, StateError> {
+pub fn acquire(db: &Path, command: &str, timeout: Option<Duration>) -> Result<RunLock, StateError> {
     let path = lock_path(db);
     let mut file = open_lock_file(&path)?;
     let start = Instant::now();
@@ -183,10 +170,7 @@ pub fn acquire(
         let limit = timeout.unwrap_or(Duration::ZERO);
         let limit = if holder.is_some() { limit } else { limit.max(HOLDER_GRACE) };
         if start.elapsed() >= limit {
-            return Err(StateError::Locked {
-                path,
-                holder: holder.unwrap_or_else(LockHolder::unknown),
-            });
+            return Err(StateError::Locked { path, holder: holder.unwrap_or_else(LockHolder::unknown) });
         }
         thread::sleep(RETRY_INTERVAL);
     }

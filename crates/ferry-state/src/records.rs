@@ -80,9 +80,8 @@ impl StateStore {
             ("pending", Some(i)) => Status::Pending(i.op.clone()),
             ("failed", Some(_)) => Status::Failed,
             (s, _) => {
-                return Err(self.corrupt(format!(
-                    "resource `{n}`: status `{s}` does not match its pending operation"
-                )))
+                return Err(self
+                    .corrupt(format!("resource `{n}`: status `{s}` does not match its pending operation")))
             }
         };
         Ok(ResourceRecord {
@@ -122,11 +121,8 @@ impl StateStore {
     /// The record of resource `name`, if any.
     pub fn resource(&self, name: &str) -> Result<Option<ResourceRecord>, StateError> {
         let sql = format!("SELECT {COLUMNS} FROM resources WHERE name = ?1");
-        let raw = self
-            .conn
-            .query_row(&sql, [name], RawRow::from_row)
-            .optional()
-            .map_err(sql_err(&self.path))?;
+        let raw =
+            self.conn.query_row(&sql, [name], RawRow::from_row).optional().map_err(sql_err(&self.path))?;
         raw.map(|raw| self.decode_row(raw)).transpose()
     }
 
@@ -191,10 +187,7 @@ impl StateStore {
             .map_err(sql_err(&self.path))?
             .is_some();
         if !exists && matches!(intent.op, Op::Delete | Op::Action(_)) {
-            return Err(StateError::UnknownResource {
-                path: self.path.clone(),
-                name: name.to_owned(),
-            });
+            return Err(StateError::UnknownResource { path: self.path.clone(), name: name.to_owned() });
         }
         let op = intent.op.to_string();
         let message = format!("{op} {}", intent.kind);
@@ -267,8 +260,7 @@ impl StateStore {
         let err = sql_err(&self.path);
         match &intent.op {
             Op::Delete => {
-                tx.execute("DELETE FROM resources WHERE name = ?1", [name])
-                    .map_err(err)?;
+                tx.execute("DELETE FROM resources WHERE name = ?1", [name]).map_err(err)?;
             }
             Op::Create | Op::Update | Op::Adopt => {
                 let outputs = result.outputs.clone().unwrap_or_default();
@@ -347,10 +339,7 @@ impl StateStore {
             )
             .map_err(sql_err(&self.path))?;
         if n == 0 {
-            return Err(StateError::UnknownResource {
-                path: self.path.clone(),
-                name: name.to_owned(),
-            });
+            return Err(StateError::UnknownResource { path: self.path.clone(), name: name.to_owned() });
         }
         self.append_event(&tx, Some(run), Some(name), "read", "refresh", "outputs refreshed")?;
         tx.commit().map_err(sql_err(&self.path))
@@ -360,9 +349,7 @@ impl StateStore {
     /// it was recorded; appends an `rm` event if so.
     pub fn remove(&self, name: &str) -> Result<bool, StateError> {
         let tx = self.write_tx()?;
-        let n = tx
-            .execute("DELETE FROM resources WHERE name = ?1", [name])
-            .map_err(sql_err(&self.path))?;
+        let n = tx.execute("DELETE FROM resources WHERE name = ?1", [name]).map_err(sql_err(&self.path))?;
         if n > 0 {
             let message = "removed from state; the real resource was not touched";
             self.append_event(&tx, None, Some(name), "rm", "rm", message)?;

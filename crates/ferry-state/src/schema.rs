@@ -68,17 +68,11 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| StateError::Io { path: path.to_owned(), source }
 }
 
 pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StateError + '_ {
-    move |source| StateError::Sqlite {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| StateError::Sqlite { path: path.to_owned(), source }
 }
 
 /// `DB` + `suffix`, e.g. `state.db-wal`.
@@ -91,12 +85,7 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 /// Creates `path` with mode 0600 if it does not exist, and forces 0600 either way
 /// (umask-independent).
 fn ensure_private_file(path: &Path) -> Result<(), StateError> {
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(_) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io_err(path)(e)),
@@ -109,19 +98,12 @@ fn ensure_private_file(path: &Path) -> Result<(), StateError> {
 pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, StateError> {
     if !path.exists() {
         if !create {
-            return Err(StateError::Missing {
-                path: path.to_owned(),
-            });
+            return Err(StateError::Missing { path: path.to_owned() });
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.exists() {
-                DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(io_err(dir))?;
-                std::fs::set_permissions(dir, Permissions::from_mode(0o700))
-                    .map_err(io_err(dir))?;
+                DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err(dir))?;
+                std::fs::set_permissions(dir, Permissions::from_mode(0o700)).map_err(io_err(dir))?;
             }
         }
     }
@@ -131,8 +113,7 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, S
     // behind our back with the umask's mode.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(sql_err(path))?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(sql_err(path))?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(sql_err(path))?;
 
     // Check the version before anything writes (journal_mode=WAL rewrites the header).
     check_version(&conn, path)?;
@@ -140,9 +121,8 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, S
     for suffix in ["-wal", "-shm"] {
         ensure_private_file(&sibling(path, suffix))?;
     }
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(sql_err(path))?;
+    let mode: String =
+        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(sql_err(path))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StateError::Invalid(format!(
             "state database {}: cannot enable write-ahead logging (journal mode is {mode}); \
@@ -151,15 +131,13 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, S
         )));
     }
     // FULL: every commit is fsynced, so a recorded intent survives power loss, not just SIGKILL.
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
-        .map_err(sql_err(path))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(sql_err(path))?;
     migrate(&conn, path)?;
     Ok(conn)
 }
 
 fn user_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
-    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(sql_err(path))
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql_err(path))
 }
 
 fn check_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
@@ -171,11 +149,7 @@ fn check_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
         });
     }
     if found > SCHEMA_VERSION {
-        return Err(StateError::NewerSchema {
-            path: path.to_owned(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
+        return Err(StateError::NewerSchema { path: path.to_owned(), found, supported: SCHEMA_VERSION });
     }
     Ok(found)
 }
@@ -186,13 +160,11 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StateError> {
     if check_version(conn, path)? == SCHEMA_VERSION {
         return Ok(());
     }
-    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
-        .map_err(sql_err(path))?;
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(sql_err(path))?;
     let current = check_version(&tx, path)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql).map_err(sql_err(path))?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
-            .map_err(sql_err(path))?;
+        tx.pragma_update(None, "user_version", i as i64 + 1).map_err(sql_err(path))?;
     }
     tx.commit().map_err(sql_err(path))
 }

@@ -35,15 +35,10 @@ fn validate(i: usize, rec: &ResourceRecord) -> Result<Option<Intent>, StateError
             return Err(invalid(format!("{at}: status ready with a pending operation")))
         }
         (Status::Pending(op), Some(p)) if *op != p.op => {
-            return Err(invalid(format!(
-                "{at}: status pending {op} but the pending operation is {}",
-                p.op
-            )))
+            return Err(invalid(format!("{at}: status pending {op} but the pending operation is {}", p.op)))
         }
         (_, Some(p)) => p,
-        (status, None) => {
-            return Err(invalid(format!("{at}: status {status} needs a `pending` operation")))
-        }
+        (status, None) => return Err(invalid(format!("{at}: status {status} needs a `pending` operation"))),
     };
     Ok(Some(Intent {
         resource: rec.name.clone(),
@@ -92,8 +87,8 @@ impl StateStore {
         let mut seen = HashSet::new();
         let mut records = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let mut rec: ResourceRecord = serde_json::from_value(item.clone())
-                .map_err(|e| invalid(format!("resources[{i}]: {e}")))?;
+            let mut rec: ResourceRecord =
+                serde_json::from_value(item.clone()).map_err(|e| invalid(format!("resources[{i}]: {e}")))?;
             let pending = validate(i, &rec)?;
             if !seen.insert(rec.name.clone()) {
                 return Err(invalid(format!("resources[{i}]: duplicate name `{}`", rec.name)));
@@ -107,9 +102,7 @@ impl StateStore {
         }
 
         let tx = self.write_tx()?;
-        let replaced = tx
-            .execute("DELETE FROM resources", [])
-            .map_err(sql_err(&self.path))?;
+        let replaced = tx.execute("DELETE FROM resources", []).map_err(sql_err(&self.path))?;
         for (rec, pending) in &records {
             self.insert_row(&tx, rec, pending.as_ref(), None)?;
         }

@@ -35,9 +35,7 @@ fn intent(name: &str, op: Op, inputs: Value) -> Intent {
 }
 
 fn success(outputs: Value) -> Success {
-    Success {
-        outputs: Some(obj(outputs)),
-    }
+    Success { outputs: Some(obj(outputs)) }
 }
 
 #[test]
@@ -178,7 +176,8 @@ fn update_keeps_previous_values_while_pending_and_after_failure() {
 
     let last = store.events(Some("a"), Some(1)).unwrap();
     assert_eq!(last[0].phase, "ok");
-    let errors: Vec<_> = store.events(Some("a"), None).unwrap().into_iter().filter(|e| e.phase == "error").collect();
+    let errors: Vec<_> =
+        store.events(Some("a"), None).unwrap().into_iter().filter(|e| e.phase == "error").collect();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].message, "update failed: permission denied");
 }
@@ -216,10 +215,16 @@ fn delete_removes_row_adopt_inserts_action_and_refresh_update_outputs() {
     assert_eq!(store.resource("a").unwrap(), None);
     assert!(store.resources().unwrap().is_empty());
 
-    let phases: Vec<_> = store.events(Some("a"), None).unwrap().into_iter().map(|e| (e.op, e.phase)).collect();
+    let phases: Vec<_> =
+        store.events(Some("a"), None).unwrap().into_iter().map(|e| (e.op, e.phase)).collect();
     let expected = [
-        ("adopt", "intent"), ("adopt", "ok"), ("read", "refresh"),
-        ("action:rotate", "intent"), ("action:rotate", "ok"), ("delete", "intent"), ("delete", "ok"),
+        ("adopt", "intent"),
+        ("adopt", "ok"),
+        ("read", "refresh"),
+        ("action:rotate", "intent"),
+        ("action:rotate", "ok"),
+        ("delete", "intent"),
+        ("delete", "ok"),
     ];
     let expected: Vec<_> = expected.iter().map(|(o, p)| (o.to_string(), p.to_string())).collect();
     assert_eq!(phases, expected);
@@ -308,7 +313,10 @@ fn malformed_import_is_rejected_and_changes_nothing() {
         (json!({"version": 1, "resources": [good.clone(), no_kind]}), "resources[1]"),
         (json!({"version": 1, "resources": [good.clone(), good.clone()]}), "duplicate"),
         (json!({"version": 1, "resources": [bad_status]}), "pending"),
-        (json!({"version": 1, "resources": [{"name": "x", "kind": "k", "provider": {}, "status": "bogus"}]}), "resources[0]"),
+        (
+            json!({"version": 1, "resources": [{"name": "x", "kind": "k", "provider": {}, "status": "bogus"}]}),
+            "resources[0]",
+        ),
     ];
     for (doc, needle) in cases {
         match store.import(&doc) {
