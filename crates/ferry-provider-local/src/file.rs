@@ -251,14 +251,10 @@ pub(crate) fn read(p: &ReadParams) -> Result<ReadResult, ProviderError> {
         });
     }
 
-    // Compare content with what ferry recorded writing (the `sha256` output), so a pending
-    // change of the `content` input is not mistaken for drift.
-    let recorded_sha = p
-        .outputs
-        .as_ref()
-        .and_then(|o| o.get("sha256"))
-        .and_then(Value::as_str)
-        .map_or(declared_sha, str::to_string);
+    // Compare content with the recorded inputs (ferry sends `read` the inputs of the last
+    // successful apply, not the desired ones), so neither a pending change of `content` nor a
+    // refreshed `sha256` output can hide a file changed behind ferry's back.
+    let recorded_sha = declared_sha;
     let mut drift = Vec::new();
     let mut real = Object::new();
     if actual_sha != recorded_sha {

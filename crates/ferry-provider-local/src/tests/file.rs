@@ -94,16 +94,23 @@ fn read_reports_drift_and_disappearance() {
 }
 
 #[test]
-fn pending_content_change_is_not_drift() {
+fn drift_is_judged_against_recorded_inputs_not_outputs() {
     let dir = TempDir::new();
     let path = dir.join("f");
-    let out =
-        Value::Object(create("file", json!({"path": path, "content": "v1"})).expect("create"));
-    // ferry may read with the new desired inputs; the file is still as ferry wrote it.
-    let r = read("file", json!({"path": path, "content": "v2"}), Some(out)).expect("read succeeds");
+    let inputs = json!({"path": path, "content": "v1"});
+    let out = Value::Object(create("file", inputs.clone()).expect("create"));
+    // ferry reads with the inputs recorded at the last apply; an untouched file is in sync.
+    let r = read("file", inputs.clone(), Some(out)).expect("read succeeds");
     assert!(r.exists);
     assert!(r.drift.is_empty(), "{:?}", r.drift);
     assert_eq!(r.inputs, None);
+    // Tampered, then refreshed (outputs now carry the tampered file's hash): still drift.
+    fs::write(&path, "tampered").expect("tamper");
+    let refreshed = read("file", inputs.clone(), Some(json!({"path": path, "sha256": "x"}))).expect("read");
+    let refreshed_outputs = refreshed.outputs.clone().expect("outputs");
+    let r = read("file", inputs, Some(Value::Object(refreshed_outputs))).expect("read succeeds");
+    assert!(!r.drift.is_empty(), "a refresh must not hide drift");
+    assert_eq!(r.inputs.as_ref().and_then(|i| i.get("content")), Some(&json!("tampered")));
 }
 
 #[test]
