@@ -118,7 +118,7 @@ fn read(
     )
 }
 
-fn provider_plan(
+pub(crate) fn provider_plan(
     reg: &Registry,
     k: &Kind,
     name: &str,

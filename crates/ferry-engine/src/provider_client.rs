@@ -232,6 +232,12 @@ impl ProviderClient {
     /// Close stdin and give the provider a moment to exit by itself.
     pub fn shutdown(&self, grace: Duration) {
         lock(&self.stdin).take();
+        // A provider that broke the protocol (garbage, timeout) is not trusted to wind down:
+        // waiting out the grace period only delayed ferry's exit by seconds.
+        if self.is_broken() {
+            self.kill();
+            return;
+        }
         let deadline = std::time::Instant::now() + grace;
         loop {
             if let Ok(Some(_)) = lock(&self.child).try_wait() {

@@ -81,6 +81,17 @@ impl Engine {
         }
         let t2 = Instant::now();
         let run = s.state().map(|st| st.begin_run(&self.cfg.command)).transpose()?.unwrap_or(0);
+        // Unchanged resources that never reach the executor; those it runs (waiting ones that
+        // turn out unchanged, repairs) are counted by it. Overwriting the executor's count
+        // with the plan's lost the former and counted the latter twice.
+        let settled_noops = planned
+            .decided
+            .iter()
+            .filter(|(n, d)| {
+                matches!(d, Ok(d) if d.action == Action::Noop)
+                    && s.records.get(*n).is_none_or(|r| r.status == ferry_state::Status::Ready)
+            })
+            .count();
         let work = planned.into_work(&s);
         let mut report = scheduler::execute(&mut s, work, run);
         if let Some(st) = s.state() {
@@ -93,7 +104,7 @@ impl Engine {
             };
             st.end_run(run, outcome)?;
         }
-        report.summary.unchanged = plan.summary.unchanged;
+        report.summary.unchanged += settled_noops;
         report.timings = s.timings(plan_seconds, t2.elapsed().as_secs_f64());
         Ok((plan, report))
     }

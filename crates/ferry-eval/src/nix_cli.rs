@@ -51,7 +51,9 @@ impl NixCli {
     fn write_args(&self, req: &RoundRequest) -> Result<std::path::PathBuf, EvalError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.path().join(format!("args-{n}.json"));
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        // Buffered: serde_json writes token by token, one syscall each on a bare File.
+        let mut f = std::io::BufWriter::new(f);
         serde_json::to_writer(&mut f, req).map_err(|e| EvalError::Protocol(e.to_string()))?;
         f.flush()?;
         Ok(path)

@@ -34,9 +34,22 @@ impl Run {
         }
     }
 
-    /// Panics with both streams unless the exit code is `code`.
+    /// Panics with both streams unless the exit code is `code`. Also panics if ferry
+    /// panicked: whatever the outcome, a panic is never an acceptable way to report it.
     pub fn expect(self, code: i32) -> Run {
         assert_eq!(self.code, code, "expected exit {code}, got {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr);
+        self.no_panic()
+    }
+
+    /// Panics if stderr shows a Rust panic.
+    pub fn no_panic(self) -> Run {
+        assert!(!self.stderr.contains("panicked"), "ferry panicked\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Panics unless stdout or stderr contains `needle`.
+    pub fn says(self, needle: &str) -> Run {
+        assert!(self.all().contains(needle), "output lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
         self
     }
 
@@ -75,13 +88,42 @@ impl Sandbox {
         p
     }
 
-    /// Write `deployment.nix`, replacing `@DIR@` with the sandbox path.
+    /// Write `deployment.nix`, replacing `@DIR@` with the sandbox path (no trailing slash:
+    /// write `"@DIR@/name"`).
     pub fn deployment(&self, nix: &str) -> PathBuf {
-        self.write("deployment.nix", &nix.replace("@DIR@", &self.p("")))
+        self.write("deployment.nix", &nix.replace("@DIR@", &self.path().display().to_string()))
     }
 
     pub fn read(&self, rel: &str) -> Option<String> {
         std::fs::read_to_string(self.dir.path().join(rel)).ok()
+    }
+
+    /// Write an executable (mode 0755) file, e.g. a shell-script provider; returns its path.
+    pub fn executable(&self, rel: &str, content: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.write(rel, content);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        p.display().to_string()
+    }
+
+    /// Identity of a file as the filesystem sees it (inode, modification time): unchanged
+    /// identity proves nothing rewrote the file.
+    pub fn identity(&self, rel: &str) -> (u64, std::time::SystemTime) {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(self.dir.path().join(rel)).unwrap_or_else(|e| panic!("stat {rel}: {e}"));
+        (m.ino(), m.modified().expect("mtime"))
+    }
+
+    /// Permission bits (e.g. `0o600`) of a path in the sandbox.
+    pub fn mode(&self, rel: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(self.dir.path().join(rel)).unwrap_or_else(|e| panic!("stat {rel}: {e}")).permissions().mode()
+            & 0o7777
+    }
+
+    /// Number of lines of a file (0 if it does not exist).
+    pub fn lines(&self, rel: &str) -> usize {
+        self.read(rel).map_or(0, |s| s.lines().count())
     }
 
     pub fn exists(&self, rel: &str) -> bool {
@@ -126,6 +168,48 @@ impl Sandbox {
         }
         v.to_string()
     }
+}
+
+/// The text of a shell-script provider that answers the protocol handshake (echoing the
+/// request's id) with one kind `thing` supporting `operations` (e.g. `["create"]`: then the
+/// first request after the handshake is a create, at apply time; with `"plan"` it comes while
+/// planning), then runs `after` — shell code deciding how it misbehaves (e.g.
+/// `read -r req; exit 1`, `echo garbage`, `sleep 1000`). For `type = "NAME.thing"`
+/// resources with `provider.executable` set to it.
+pub fn fake_provider(name: &str, operations: &[&str], after: &str) -> String {
+    let ops = operations.iter().map(|o| format!("\"{o}\"")).collect::<Vec<_>>().join(",");
+    format!(
+        r#"#!/bin/sh
+read -r line
+id=$(printf '%s' "$line" | sed -n 's/.*"id" *: *\([0-9][0-9]*\).*/\1/p')
+printf '%s\n' '{{"id":'"$id"',"result":{{"protocolVersion":1,"provider":"{name}","version":"0","kinds":[{{"name":"thing","inputs":{{"type":"object"}},"outputs":{{"type":"object","properties":{{}}}},"operations":[{ops}]}}]}}}}'
+{after}
+"#
+    )
+}
+
+/// The example external provider `ferry-provider-counter`, built on first use with the same
+/// cargo that builds the tests, found beside the ferry binary `ferry_bin`.
+pub fn counter_provider(ferry_bin: &str) -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let bin = Path::new(ferry_bin).parent().expect("bin dir").join("ferry-provider-counter");
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "ferry-provider-counter"])
+            .status()
+            .expect("run cargo build -p ferry-provider-counter");
+        assert!(status.success(), "cargo build -p ferry-provider-counter failed");
+    });
+    assert!(bin.exists(), "{} not built", bin.display());
+    bin
+}
+
+/// Run one SQL statement with the real `sqlite3` CLI; returns stdout.
+pub fn sqlite(db: &Path, sql: &str) -> String {
+    let o = Command::new("sqlite3").arg(db).arg(sql).output().expect("sqlite3 (apt-get install sqlite3)");
+    assert!(o.status.success(), "sqlite3 {sql}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 /// Wait until `f` is true, polling; panics after `timeout` (generous: tests do not time).
