@@ -239,7 +239,9 @@ impl GlobalArgs {
             log_format: self.log_format,
             nix_options: env_nix_options()
                 .into_iter()
-                .chain(self.nix_option.chunks(2).map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default())))
+                .chain(
+                    self.nix_option.chunks(2).map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default())),
+                )
                 .collect(),
             show_trace: self.show_trace,
             timings: self.timings,

@@ -5,30 +5,52 @@
 //! content) is shown as `(sensitive)` too.
 
 use serde_json::{Map, Value};
+use std::sync::{Arc, RwLock};
 
 pub const SHOWN: &str = "(sensitive)";
 
+/// Lines of a multi-line secret at least this long are secrets by themselves: a provider
+/// forwards a command's stderr line by line, so a private key echoed by a command arrives in
+/// pieces that never contain the whole value.
+const MIN_SECRET_LINE: usize = 12;
+
+/// Clones share what is learned: the provider registry holds a clone to hide secrets in
+/// provider log events, including secrets learned after it started.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    secrets: Vec<String>,
+    secrets: Arc<RwLock<Vec<String>>>,
 }
 
 impl Redactor {
     /// Remember the values of `names` in `outputs` as secrets.
     pub fn learn(&mut self, outputs: &Map<String, Value>, names: &[String]) {
+        let mut found = Vec::new();
         for n in names {
             if let Some(v) = outputs.get(n) {
-                collect_strings(v, &mut self.secrets);
+                collect_strings(v, &mut found);
             }
         }
-        self.secrets.retain(|s| s.len() >= 4);
-        self.secrets.sort();
-        self.secrets.dedup();
+        let lines: Vec<String> = found
+            .iter()
+            .filter(|s| s.contains('\n'))
+            .flat_map(|s| s.lines().map(str::trim).filter(|l| l.len() >= MIN_SECRET_LINE).map(str::to_string))
+            .collect();
+        let mut secrets = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        secrets.extend(found);
+        secrets.extend(lines);
+        secrets.retain(|s| s.len() >= 4);
+        // Longest first, so a whole value is replaced before its lines are.
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
+    }
+
+    fn secrets(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
+        self.secrets.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn value(&self, v: &Value) -> Value {
         match v {
-            Value::String(s) if self.secrets.iter().any(|x| s.contains(x.as_str())) => {
+            Value::String(s) if self.secrets().iter().any(|x| s.contains(x.as_str())) => {
                 Value::String(SHOWN.into())
             }
             Value::Array(a) => Value::Array(a.iter().map(|x| self.value(x)).collect()),
@@ -50,7 +72,7 @@ impl Redactor {
 
     pub fn text(&self, s: &str) -> String {
         let mut out = s.to_string();
-        for x in &self.secrets {
+        for x in self.secrets().iter() {
             out = out.replace(x.as_str(), SHOWN);
         }
         out
@@ -82,5 +104,19 @@ mod tests {
         assert_eq!(shown["token"], SHOWN);
         assert_eq!(shown["path"], "/x");
         assert_eq!(r.text("got -----BEGIN KEY abc----- here"), "got (sensitive) here");
+    }
+
+    #[test]
+    fn lines_of_multiline_secrets_are_secrets_shared_by_clones() {
+        let mut r = Redactor::default();
+        let shared = r.clone();
+        let outs = json!({"privateKey": "-----BEGIN-----\nAAAAlongbase64line\nshort\n-----END-----\n"});
+        r.learn(outs.as_object().unwrap(), &["privateKey".to_string()]);
+        assert_eq!(shared.text("log: AAAAlongbase64line"), "log: (sensitive)");
+        assert_eq!(shared.text("log: short"), "log: short");
+        assert_eq!(
+            shared.text(&format!("all: {}", outs["privateKey"].as_str().unwrap())),
+            "all: (sensitive)"
+        );
     }
 }

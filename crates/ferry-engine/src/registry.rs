@@ -3,6 +3,7 @@
 
 use crate::events::{EngineEvent, EventSink};
 use crate::provider_client::{CallError, ProviderClient, ProviderCommand};
+use crate::redact::Redactor;
 use ferry_eval::ProviderSpec;
 use ferry_protocol::KindSchema;
 use serde_json::{json, Value};
@@ -17,6 +18,8 @@ pub struct Registry {
     clients: Mutex<BTreeMap<ProviderCommand, Arc<ProviderClient>>>,
     handshake_timeout: Duration,
     sink: Arc<dyn EventSink>,
+    /// Hides secrets in provider events (shared with the session's, which learns them).
+    redactor: Redactor,
     pub calls: AtomicU64,
 }
 
@@ -25,8 +28,10 @@ impl Registry {
         builtins: &[(String, ProviderCommand)],
         handshake_timeout: Duration,
         sink: Arc<dyn EventSink>,
+        redactor: Redactor,
     ) -> Self {
         Registry {
+            redactor,
             builtins: builtins.iter().cloned().collect(),
             clients: Mutex::new(BTreeMap::new()),
             handshake_timeout,
@@ -85,8 +90,11 @@ impl Registry {
             }
         }
         let sink = Arc::clone(&self.sink);
+        let redactor = self.redactor.clone();
         let events = Arc::new(move |resource: &str, ev: &ferry_protocol::Event| {
             let resource = resource.to_string();
+            // Provider messages are free text (a command's stderr, say): hide known secrets.
+            let ev = ferry_protocol::Event { message: redactor.text(&ev.message), ..ev.clone() };
             match ev.event {
                 ferry_protocol::EventKind::Progress => sink.event(EngineEvent::Phase {
                     resource,

@@ -353,7 +353,8 @@ pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
 /// without an `update` command, which apply then replaces. Only a complete preview is asked
 /// about; any error leaves the default (`~`). `plan` has no side effects by protocol.
 fn preview_replaces(s: &Session, name: &str) -> bool {
-    let (Some(rec), Some(Ok(kind)), Some(ev)) = (s.records.get(name), s.kinds.get(name), s.evals.get(name)) else {
+    let (Some(rec), Some(Ok(kind)), Some(ev)) = (s.records.get(name), s.kinds.get(name), s.evals.get(name))
+    else {
         return false;
     };
     if rec.last_applied_at.is_none() {

@@ -60,15 +60,16 @@ impl<'e> Session<'e> {
             Some(s) => s.resources()?.into_iter().map(|r| (r.name.clone(), r)).collect(),
             None => BTreeMap::new(),
         };
-        let registry = Arc::new(Registry::new(
-            &cfg.builtin_providers,
-            cfg.call_timeout.min(std::time::Duration::from_secs(60)),
-            Arc::clone(&engine.sink),
-        ));
         let mut redactor = Redactor::default();
         for r in records.values() {
             redactor.learn(&r.outputs, &r.sensitive_outputs);
         }
+        let registry = Arc::new(Registry::new(
+            &cfg.builtin_providers,
+            cfg.call_timeout.min(std::time::Duration::from_secs(60)),
+            Arc::clone(&engine.sink),
+            redactor.clone(),
+        ));
         let mut s = Session {
             engine,
             state,

@@ -44,16 +44,7 @@ use std::process::{Command, ExitStatus, Stdio};
 /// Exit code by which a `read` command says the resource no longer exists.
 pub const READ_GONE_EXIT: i32 = 3;
 
-const KNOWN: &[&str] = &[
-    "create",
-    "update",
-    "delete",
-    "read",
-    "env",
-    "stdin",
-    "outputNames",
-    "cwd",
-];
+const KNOWN: &[&str] = &["create", "update", "delete", "read", "env", "stdin", "outputNames", "cwd"];
 const SENSITIVE: &[&str] = &["env", "stdin"];
 /// Inputs that define the resource; changing only the others (the commands that manage an
 /// existing resource) needs no command to run.
@@ -121,9 +112,7 @@ impl ExecSpec {
             .ok_or_else(|| ProviderError::invalid_input("input `create` is required"))?;
         let cwd = i.opt_str("cwd")?.map(str::to_string);
         if cwd.as_deref() == Some("") {
-            return Err(ProviderError::invalid_input(
-                "input `cwd` must not be empty",
-            ));
+            return Err(ProviderError::invalid_input("input `cwd` must not be empty"));
         }
         Ok(ExecSpec {
             create,
@@ -157,38 +146,20 @@ struct Finished {
 pub(crate) fn plan(p: &PlanParams) -> Result<PlanResult, ProviderError> {
     let desired = ExecSpec::parse(&p.inputs)?;
     let Some(prior) = &p.prior else {
-        return Ok(PlanResult {
-            action: PlanAction::Create,
-            changes: vec![],
-            reason: None,
-        });
+        return Ok(PlanResult { action: PlanAction::Create, changes: vec![], reason: None });
     };
     let sensitive: Vec<String> = SENSITIVE.iter().map(|s| s.to_string()).collect();
     let mut changes = diff_inputs(&prior.inputs, &p.inputs, &sensitive);
     if changes.is_empty() {
-        return Ok(PlanResult {
-            action: PlanAction::Noop,
-            changes,
-            reason: None,
-        });
+        return Ok(PlanResult { action: PlanAction::Noop, changes, reason: None });
     }
-    let redefined = changes
-        .iter()
-        .any(|c| DEFINITION.contains(&c.path.as_str()));
+    let redefined = changes.iter().any(|c| DEFINITION.contains(&c.path.as_str()));
     if !redefined {
         let reason = "only the update/delete/read commands change; no command runs now";
-        return Ok(PlanResult {
-            action: PlanAction::Update,
-            changes,
-            reason: Some(reason.into()),
-        });
+        return Ok(PlanResult { action: PlanAction::Update, changes, reason: Some(reason.into()) });
     }
     if desired.update.is_some() {
-        return Ok(PlanResult {
-            action: PlanAction::Update,
-            changes,
-            reason: None,
-        });
+        return Ok(PlanResult { action: PlanAction::Update, changes, reason: None });
     }
     for c in &mut changes {
         c.forces_replace = DEFINITION.contains(&c.path.as_str());
@@ -217,13 +188,9 @@ pub(crate) fn create(p: &CreateParams, cx: &CallContext) -> Result<OutputsResult
 
 pub(crate) fn update(p: &UpdateParams, cx: &CallContext) -> Result<OutputsResult, ProviderError> {
     let spec = ExecSpec::parse(&p.inputs)?;
-    let redefined = DEFINITION
-        .iter()
-        .any(|k| p.prior.inputs.get(*k) != p.inputs.get(*k));
+    let redefined = DEFINITION.iter().any(|k| p.prior.inputs.get(*k) != p.inputs.get(*k));
     if !redefined {
-        return Ok(OutputsResult {
-            outputs: p.prior.outputs.clone(),
-        });
+        return Ok(OutputsResult { outputs: p.prior.outputs.clone() });
     }
     let Some(argv) = &spec.update else {
         return Err(ProviderError::unsupported(
@@ -267,21 +234,11 @@ pub(crate) fn delete(p: &DeleteParams, cx: &CallContext) -> Result<(), ProviderE
 
 pub(crate) fn read(p: &ReadParams, cx: &CallContext) -> Result<ReadResult, ProviderError> {
     let spec = ExecSpec::parse(&p.inputs)?;
-    let gone = ReadResult {
-        exists: false,
-        outputs: None,
-        inputs: None,
-        drift: vec![],
-    };
+    let gone = ReadResult { exists: false, outputs: None, inputs: None, drift: vec![] };
     let Some(argv) = &spec.read else {
         // Nothing to look at: trust the record, and with no record let `create` run again.
         return Ok(match &p.outputs {
-            Some(o) => ReadResult {
-                exists: true,
-                outputs: Some(o.clone()),
-                inputs: None,
-                drift: vec![],
-            },
+            Some(o) => ReadResult { exists: true, outputs: Some(o.clone()), inputs: None, drift: vec![] },
             None => gone,
         });
     };
@@ -303,12 +260,7 @@ pub(crate) fn read(p: &ReadParams, cx: &CallContext) -> Result<ReadResult, Provi
     let mut outputs = p.outputs.clone().unwrap_or_default();
     outputs.extend(parse_outputs(&inv, &done.stdout)?);
     check_output_names(&spec, &outputs, "read")?;
-    Ok(ReadResult {
-        exists: true,
-        outputs: Some(outputs),
-        inputs: None,
-        drift: vec![],
-    })
+    Ok(ReadResult { exists: true, outputs: Some(outputs), inputs: None, drift: vec![] })
 }
 
 fn run_for_outputs(inv: &Invocation, cx: &CallContext) -> Result<Object, ProviderError> {
@@ -320,22 +272,14 @@ fn run_for_outputs(inv: &Invocation, cx: &CallContext) -> Result<Object, Provide
 }
 
 fn check_output_names(spec: &ExecSpec, outputs: &Object, phase: &str) -> Result<(), ProviderError> {
-    match spec
-        .output_names
-        .iter()
-        .find(|n| !outputs.contains_key(n.as_str()))
-    {
+    match spec.output_names.iter().find(|n| !outputs.contains_key(n.as_str())) {
         None => Ok(()),
         Some(missing) => {
             let printed: Vec<&str> = outputs.keys().map(String::as_str).collect();
             Err(ProviderError::new(format!(
                 "the {phase} command did not print output `{missing}` declared in `outputNames` \
                  (printed: {})",
-                if printed.is_empty() {
-                    "none".to_string()
-                } else {
-                    printed.join(", ")
-                }
+                if printed.is_empty() { "none".to_string() } else { printed.join(", ") }
             )))
         }
     }
@@ -343,22 +287,16 @@ fn check_output_names(spec: &ExecSpec, outputs: &Object, phase: &str) -> Result<
 
 /// Run one command to completion, capturing stdout and forwarding stderr lines as log events.
 fn run(inv: &Invocation, cx: &CallContext) -> Result<Finished, ProviderError> {
-    let (program, args) = inv.argv.split_first().ok_or_else(|| {
-        ProviderError::invalid_input(format!("the {} command is empty", inv.phase))
-    })?;
+    let (program, args) = inv
+        .argv
+        .split_first()
+        .ok_or_else(|| ProviderError::invalid_input(format!("the {} command is empty", inv.phase)))?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(&inv.spec.env)
         .env("FERRY_RESOURCE", inv.resource)
-        .env(
-            "FERRY_INPUTS",
-            Value::Object(inv.inputs.clone()).to_string(),
-        )
-        .stdin(if inv.spec.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .env("FERRY_INPUTS", Value::Object(inv.inputs.clone()).to_string())
+        .stdin(if inv.spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     match inv.outputs {
@@ -369,24 +307,17 @@ fn run(inv: &Invocation, cx: &CallContext) -> Result<Finished, ProviderError> {
         cmd.current_dir(cwd);
     }
     cx.progress(inv.phase, format!("running {}", program));
-    let mut child = cmd.spawn().map_err(|e| {
-        ProviderError::new(format!(
-            "cannot run the {} command `{program}`: {e}",
-            inv.phase
-        ))
-    })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| ProviderError::new(format!("cannot run the {} command `{program}`: {e}", inv.phase)))?;
 
     // Feed stdin and drain stdout on their own threads so a chatty command cannot deadlock us.
-    let stdin_feeder = child
-        .stdin
-        .take()
-        .zip(inv.spec.stdin.clone())
-        .map(|(mut pipe, text)| {
-            std::thread::spawn(move || {
-                // The command may exit without reading it all; that is its business.
-                let _ = pipe.write_all(text.as_bytes());
-            })
-        });
+    let stdin_feeder = child.stdin.take().zip(inv.spec.stdin.clone()).map(|(mut pipe, text)| {
+        std::thread::spawn(move || {
+            // The command may exit without reading it all; that is its business.
+            let _ = pipe.write_all(text.as_bytes());
+        })
+    });
     let stdout_reader = child.stdout.take().map(|mut pipe| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -406,23 +337,14 @@ fn run(inv: &Invocation, cx: &CallContext) -> Result<Finished, ProviderError> {
             stderr_tail.push_back(line);
         }
     }
-    let status = child.wait().map_err(|e| {
-        ProviderError::new(format!(
-            "waiting for the {} command `{program}`: {e}",
-            inv.phase
-        ))
-    })?;
+    let status = child
+        .wait()
+        .map_err(|e| ProviderError::new(format!("waiting for the {} command `{program}`: {e}", inv.phase)))?;
     if let Some(t) = stdin_feeder {
         let _ = t.join();
     }
-    let stdout = stdout_reader
-        .and_then(|t| t.join().ok())
-        .unwrap_or_default();
-    Ok(Finished {
-        status,
-        stdout,
-        stderr_tail,
-    })
+    let stdout = stdout_reader.and_then(|t| t.join().ok()).unwrap_or_default();
+    Ok(Finished { status, stdout, stderr_tail })
 }
 
 fn failure(inv: &Invocation, done: &Finished) -> ProviderError {
@@ -437,10 +359,7 @@ fn failure(inv: &Invocation, done: &Finished) -> ProviderError {
     if done.stderr_tail.is_empty() {
         msg.push_str(" (no stderr output)");
     } else {
-        msg.push_str(&format!(
-            "; last lines of stderr:\n{}",
-            Vec::from(done.stderr_tail.clone()).join("\n")
-        ));
+        msg.push_str(&format!("; last lines of stderr:\n{}", Vec::from(done.stderr_tail.clone()).join("\n")));
     }
     ProviderError::new(msg)
 }

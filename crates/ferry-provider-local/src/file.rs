@@ -91,20 +91,13 @@ impl FileSpec {
                 ))
             })?,
         };
-        Ok(FileSpec {
-            path: PathBuf::from(path),
-            content,
-            mode,
-        })
+        Ok(FileSpec { path: PathBuf::from(path), content, mode })
     }
 
     /// Inputs with defaults filled in and the mode spelled canonically, for diffing.
     fn normalized(&self) -> Object {
         let mut o = Object::new();
-        o.insert(
-            "path".into(),
-            Value::String(self.path.display().to_string()),
-        );
+        o.insert("path".into(), Value::String(self.path.display().to_string()));
         o.insert("content".into(), Value::String(self.content.clone()));
         o.insert("mode".into(), Value::String(format_mode(self.mode)));
         o
@@ -112,10 +105,7 @@ impl FileSpec {
 
     fn outputs(&self, sha256: String) -> Object {
         let mut o = Object::new();
-        o.insert(
-            "path".into(),
-            Value::String(self.path.display().to_string()),
-        );
+        o.insert("path".into(), Value::String(self.path.display().to_string()));
         o.insert("sha256".into(), Value::String(sha256));
         o
     }
@@ -140,24 +130,15 @@ fn sha256_hex(bytes: &[u8]) -> String {
 pub(crate) fn plan(p: &PlanParams) -> Result<PlanResult, ProviderError> {
     let desired = FileSpec::parse(&p.inputs)?.normalized();
     let Some(prior) = &p.prior else {
-        return Ok(PlanResult {
-            action: PlanAction::Create,
-            changes: vec![],
-            reason: None,
-        });
+        return Ok(PlanResult { action: PlanAction::Create, changes: vec![], reason: None });
     };
     // Recorded inputs were valid when recorded; if they no longer parse, diff them as they are.
-    let before = FileSpec::parse(&prior.inputs)
-        .map(|s| s.normalized())
-        .unwrap_or_else(|_| prior.inputs.clone());
+    let before =
+        FileSpec::parse(&prior.inputs).map(|s| s.normalized()).unwrap_or_else(|_| prior.inputs.clone());
     let sensitive: Vec<String> = SENSITIVE.iter().map(|s| s.to_string()).collect();
     let mut changes = diff_inputs(&before, &desired, &sensitive);
     if changes.is_empty() {
-        return Ok(PlanResult {
-            action: PlanAction::Noop,
-            changes,
-            reason: None,
-        });
+        return Ok(PlanResult { action: PlanAction::Noop, changes, reason: None });
     }
     let mut action = PlanAction::Update;
     for c in &mut changes {
@@ -166,14 +147,9 @@ pub(crate) fn plan(p: &PlanParams) -> Result<PlanResult, ProviderError> {
             action = PlanAction::Replace;
         }
     }
-    let reason = (action == PlanAction::Replace).then(|| {
-        "the file moves to a new path: write the new file, then remove the old one".into()
-    });
-    Ok(PlanResult {
-        action,
-        changes,
-        reason,
-    })
+    let reason = (action == PlanAction::Replace)
+        .then(|| "the file moves to a new path: write the new file, then remove the old one".into());
+    Ok(PlanResult { action, changes, reason })
 }
 
 pub(crate) fn create(p: &CreateParams, cx: &CallContext) -> Result<OutputsResult, ProviderError> {
@@ -203,12 +179,7 @@ pub(crate) fn delete(p: &DeleteParams, cx: &CallContext) -> Result<(), ProviderE
 pub(crate) fn read(p: &ReadParams) -> Result<ReadResult, ProviderError> {
     let spec = FileSpec::parse(&p.inputs)?;
     let path = recorded_path(&p.inputs, p.outputs.as_ref()).unwrap_or_else(|| spec.path.clone());
-    let gone = ReadResult {
-        exists: false,
-        outputs: None,
-        inputs: None,
-        drift: vec![],
-    };
+    let gone = ReadResult { exists: false, outputs: None, inputs: None, drift: vec![] };
     let meta = match fs::metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(gone),
@@ -229,23 +200,14 @@ pub(crate) fn read(p: &ReadParams) -> Result<ReadResult, ProviderError> {
     let actual_sha = sha256_hex(&bytes);
     let actual_mode = meta.permissions().mode() & 0o7777;
     let declared_sha = sha256_hex(spec.content.as_bytes());
-    let outputs = FileSpec {
-        path: path.clone(),
-        ..spec.clone()
-    }
-    .outputs(actual_sha.clone());
+    let outputs = FileSpec { path: path.clone(), ..spec.clone() }.outputs(actual_sha.clone());
 
     if p.outputs.is_none() {
         // Adoption after an interrupted create: only a file that is exactly what we would have
         // written counts as ours.
         let ours = actual_sha == declared_sha && actual_mode == spec.mode;
         return Ok(if ours {
-            ReadResult {
-                exists: true,
-                outputs: Some(outputs),
-                inputs: None,
-                drift: vec![],
-            }
+            ReadResult { exists: true, outputs: Some(outputs), inputs: None, drift: vec![] }
         } else {
             gone
         });
@@ -258,9 +220,7 @@ pub(crate) fn read(p: &ReadParams) -> Result<ReadResult, ProviderError> {
     let mut drift = Vec::new();
     let mut real = Object::new();
     if actual_sha != recorded_sha {
-        drift.push(format!(
-            "content changed on disk (sha256 {actual_sha}, recorded {recorded_sha})"
-        ));
+        drift.push(format!("content changed on disk (sha256 {actual_sha}, recorded {recorded_sha})"));
         if let Ok(text) = String::from_utf8(bytes) {
             if text.len() <= MAX_DRIFT_CONTENT {
                 real.insert("content".into(), Value::String(text));
@@ -268,19 +228,10 @@ pub(crate) fn read(p: &ReadParams) -> Result<ReadResult, ProviderError> {
         }
     }
     if actual_mode != spec.mode {
-        drift.push(format!(
-            "mode is {}, declared {}",
-            format_mode(actual_mode),
-            format_mode(spec.mode)
-        ));
+        drift.push(format!("mode is {}, declared {}", format_mode(actual_mode), format_mode(spec.mode)));
         real.insert("mode".into(), Value::String(format_mode(actual_mode)));
     }
-    Ok(ReadResult {
-        exists: true,
-        outputs: Some(outputs),
-        inputs: (!real.is_empty()).then_some(real),
-        drift,
-    })
+    Ok(ReadResult { exists: true, outputs: Some(outputs), inputs: (!real.is_empty()).then_some(real), drift })
 }
 
 /// Where the file is: the recorded `path` output, else the `path` input.
@@ -297,9 +248,7 @@ fn write(spec: &FileSpec, cx: &CallContext) -> Result<OutputsResult, ProviderErr
     cx.progress("write", format!("writing {}", spec.path.display()));
     write_atomic(&spec.path, spec.content.as_bytes(), spec.mode)
         .map_err(|e| io_error("write", &spec.path, e))?;
-    Ok(OutputsResult {
-        outputs: spec.outputs(sha256_hex(spec.content.as_bytes())),
-    })
+    Ok(OutputsResult { outputs: spec.outputs(sha256_hex(spec.content.as_bytes())) })
 }
 
 fn remove(path: &Path, cx: &CallContext) -> Result<(), ProviderError> {
@@ -314,9 +263,7 @@ fn remove(path: &Path, cx: &CallContext) -> Result<(), ProviderError> {
 fn io_error(what: &str, path: &Path, e: io::Error) -> ProviderError {
     let err = ProviderError::new(format!("cannot {what} {}: {e}", path.display()));
     match e.kind() {
-        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-            err.retryable()
-        }
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => err.retryable(),
         _ => err,
     }
 }
@@ -325,10 +272,7 @@ fn io_error(what: &str, path: &Path, e: io::Error) -> ProviderError {
 /// so readers see either the old file or the complete new one.
 fn write_atomic(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "path names no file",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "path names no file"));
     };
     fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
@@ -338,11 +282,7 @@ fn write_atomic(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
         rand::random::<u32>()
     ));
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(content)?;
         // Set explicitly: the creation mode is filtered by the umask.
         f.set_permissions(Permissions::from_mode(mode))?;
@@ -376,22 +316,14 @@ mod tests {
 
     #[test]
     fn plan_ignores_spelled_out_defaults() {
-        let prior = json!({"path": "/a", "content": "x"})
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        let desired = json!({"path": "/a", "content": "x", "mode": "644"})
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
+        let prior = json!({"path": "/a", "content": "x"}).as_object().cloned().unwrap_or_default();
+        let desired =
+            json!({"path": "/a", "content": "x", "mode": "644"}).as_object().cloned().unwrap_or_default();
         let p = PlanParams {
             kind: "file".into(),
             resource: "r".into(),
             inputs: desired,
-            prior: Some(Prior {
-                inputs: prior,
-                outputs: Object::new(),
-            }),
+            prior: Some(Prior { inputs: prior, outputs: Object::new() }),
         };
         assert_eq!(plan(&p).map(|r| r.action).ok(), Some(PlanAction::Noop));
     }

@@ -35,12 +35,7 @@ pub(crate) fn schema() -> KindSchema {
         sensitive_inputs: vec![],
         sensitive_outputs: vec!["privateKey".into()],
         output_names_input: None,
-        operations: vec![
-            Operation::Plan,
-            Operation::Create,
-            Operation::Read,
-            Operation::Delete,
-        ],
+        operations: vec![Operation::Plan, Operation::Create, Operation::Read, Operation::Delete],
         actions: vec![],
     }
 }
@@ -61,9 +56,7 @@ impl KeySpec {
                 )));
             }
         }
-        Ok(KeySpec {
-            comment: i.opt_str("comment")?.unwrap_or_default().to_string(),
-        })
+        Ok(KeySpec { comment: i.opt_str("comment")?.unwrap_or_default().to_string() })
     }
 
     fn normalized(&self) -> Object {
@@ -77,9 +70,7 @@ impl KeySpec {
 pub(crate) fn plan(p: &PlanParams) -> Result<PlanResult, ProviderError> {
     let desired = KeySpec::parse(&p.inputs)?.normalized();
     let prior = p.prior.as_ref().map(|prior| {
-        KeySpec::parse(&prior.inputs)
-            .map(|s| s.normalized())
-            .unwrap_or_else(|_| prior.inputs.clone())
+        KeySpec::parse(&prior.inputs).map(|s| s.normalized()).unwrap_or_else(|_| prior.inputs.clone())
     });
     Ok(replace_on_change(prior.as_ref(), &desired, &[]))
 }
@@ -93,13 +84,8 @@ pub(crate) fn create(p: &CreateParams, cx: &CallContext) -> Result<OutputsResult
     let mut key = PrivateKey::random(&mut rand::rngs::OsRng, Algorithm::Ed25519)
         .map_err(|e| internal("generate", e))?;
     key.set_comment(spec.comment);
-    let public = key
-        .public_key()
-        .to_openssh()
-        .map_err(|e| internal("encode", e))?;
-    let private = key
-        .to_openssh(LineEnding::LF)
-        .map_err(|e| internal("encode", e))?;
+    let public = key.public_key().to_openssh().map_err(|e| internal("encode", e))?;
+    let private = key.to_openssh(LineEnding::LF).map_err(|e| internal("encode", e))?;
     let mut outputs = Object::new();
     outputs.insert("publicKey".into(), Value::String(public));
     outputs.insert("privateKey".into(), Value::String(private.to_string()));
@@ -107,10 +93,5 @@ pub(crate) fn create(p: &CreateParams, cx: &CallContext) -> Result<OutputsResult
 }
 
 pub(crate) fn read(p: &ReadParams) -> ReadResult {
-    ReadResult {
-        exists: p.outputs.is_some(),
-        outputs: p.outputs.clone(),
-        inputs: None,
-        drift: vec![],
-    }
+    ReadResult { exists: p.outputs.is_some(), outputs: p.outputs.clone(), inputs: None, drift: vec![] }
 }

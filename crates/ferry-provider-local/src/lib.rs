@@ -51,12 +51,7 @@ impl Provider for LocalProvider {
         ProviderInfo {
             name: "local".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            kinds: vec![
-                file::schema(),
-                exec::schema(),
-                random::schema(),
-                keypair::schema(),
-            ],
+            kinds: vec![file::schema(), exec::schema(), random::schema(), keypair::schema()],
         }
     }
 

@@ -16,8 +16,7 @@ const MAX_LENGTH: u64 = 4096;
 pub(crate) fn schema() -> KindSchema {
     KindSchema {
         name: "random".into(),
-        description: "A random string or free local TCP port, regenerated only when inputs change."
-            .into(),
+        description: "A random string or free local TCP port, regenerated only when inputs change.".into(),
         inputs: object_schema(
             "What to generate.",
             json!({
@@ -37,12 +36,7 @@ pub(crate) fn schema() -> KindSchema {
         sensitive_inputs: vec![],
         sensitive_outputs: vec![],
         output_names_input: None,
-        operations: vec![
-            Operation::Plan,
-            Operation::Create,
-            Operation::Read,
-            Operation::Delete,
-        ],
+        operations: vec![Operation::Plan, Operation::Create, Operation::Read, Operation::Delete],
         actions: vec![],
     }
 }
@@ -57,9 +51,7 @@ impl RandomSpec {
     fn parse(obj: &Object) -> Result<Self, ProviderError> {
         let i = Inputs::new(obj, KNOWN, &[])?;
         Ok(RandomSpec {
-            length: i
-                .opt_uint("length", 1, MAX_LENGTH)?
-                .unwrap_or(DEFAULT_LENGTH),
+            length: i.opt_uint("length", 1, MAX_LENGTH)?.unwrap_or(DEFAULT_LENGTH),
             port: i.opt_bool("port")?.unwrap_or(false),
             keepers: i.opt_object("keepers")?.cloned().unwrap_or_default(),
         })
@@ -77,9 +69,7 @@ impl RandomSpec {
 pub(crate) fn plan(p: &PlanParams) -> Result<PlanResult, ProviderError> {
     let desired = RandomSpec::parse(&p.inputs)?.normalized();
     let prior = p.prior.as_ref().map(|prior| {
-        RandomSpec::parse(&prior.inputs)
-            .map(|s| s.normalized())
-            .unwrap_or_else(|_| prior.inputs.clone())
+        RandomSpec::parse(&prior.inputs).map(|s| s.normalized()).unwrap_or_else(|_| prior.inputs.clone())
     });
     Ok(replace_on_change(prior.as_ref(), &desired, &[]))
 }
@@ -99,20 +89,14 @@ pub(crate) fn create(p: &CreateParams, cx: &CallContext) -> Result<OutputsResult
 }
 
 pub(crate) fn read(p: &ReadParams) -> ReadResult {
-    ReadResult {
-        exists: p.outputs.is_some(),
-        outputs: p.outputs.clone(),
-        inputs: None,
-        drift: vec![],
-    }
+    ReadResult { exists: p.outputs.is_some(), outputs: p.outputs.clone(), inputs: None, drift: vec![] }
 }
 
 /// A port the kernel says is free right now. Nothing reserves it afterwards; the value is
 /// "sticky" in ferry's state, not held open.
 fn free_port() -> Result<u16, ProviderError> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| {
-        ProviderError::new(format!("cannot bind a TCP port on 127.0.0.1: {e}")).retryable()
-    })?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| ProviderError::new(format!("cannot bind a TCP port on 127.0.0.1: {e}")).retryable())?;
     let port = listener
         .local_addr()
         .map_err(|e| ProviderError::new(format!("cannot read the bound port: {e}")).retryable())?

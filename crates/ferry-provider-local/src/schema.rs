@@ -17,11 +17,7 @@ pub(crate) struct Inputs<'a> {
 impl<'a> Inputs<'a> {
     /// Wrap `obj`, rejecting inputs not in `known`. Values of `sensitive` inputs are never
     /// quoted in error messages.
-    pub fn new(
-        obj: &'a Object,
-        known: &[&str],
-        sensitive: &'a [&'a str],
-    ) -> Result<Self, ProviderError> {
+    pub fn new(obj: &'a Object, known: &[&str], sensitive: &'a [&'a str]) -> Result<Self, ProviderError> {
         if let Some(unknown) = obj.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(ProviderError::invalid_input(format!(
                 "unknown input `{unknown}` (known inputs: {})",
@@ -38,17 +34,12 @@ impl<'a> Inputs<'a> {
     fn wrong_type(&self, name: &str, expected: &str, got: &Value) -> ProviderError {
         // `name` may be nested (`env.A`, `create[1]`): sensitivity is per top-level input.
         let top = name.split(['.', '[']).next().unwrap_or(name);
-        let got = if self.sensitive.contains(&top) {
-            format!("a {}", type_name(got))
-        } else {
-            describe(got)
-        };
+        let got = if self.sensitive.contains(&top) { format!("a {}", type_name(got)) } else { describe(got) };
         ProviderError::invalid_input(format!("input `{name}` must be {expected}, got {got}"))
     }
 
     pub fn required_str(&self, name: &str) -> Result<&'a str, ProviderError> {
-        self.opt_str(name)?
-            .ok_or_else(|| ProviderError::invalid_input(format!("input `{name}` is required")))
+        self.opt_str(name)?.ok_or_else(|| ProviderError::invalid_input(format!("input `{name}` is required")))
     }
 
     pub fn opt_str(&self, name: &str) -> Result<Option<&'a str>, ProviderError> {
@@ -108,19 +99,14 @@ impl<'a> Inputs<'a> {
     /// A command line: a non-empty list of strings, run without a shell.
     pub fn opt_argv(&self, name: &str) -> Result<Option<Vec<String>>, ProviderError> {
         match self.opt_string_list(name)? {
-            Some(argv) if argv.is_empty() || argv[0].is_empty() => {
-                Err(ProviderError::invalid_input(format!(
-                    "input `{name}` must be a non-empty list of strings (program, then arguments)"
-                )))
-            }
+            Some(argv) if argv.is_empty() || argv[0].is_empty() => Err(ProviderError::invalid_input(
+                format!("input `{name}` must be a non-empty list of strings (program, then arguments)"),
+            )),
             other => Ok(other),
         }
     }
 
-    pub fn opt_string_map(
-        &self,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, String>>, ProviderError> {
+    pub fn opt_string_map(&self, name: &str) -> Result<Option<BTreeMap<String, String>>, ProviderError> {
         let Some(obj) = self.opt_object(name)? else {
             return Ok(None);
         };
@@ -176,10 +162,8 @@ pub(crate) fn object_schema(description: &str, properties: Value, required: &[&s
 
 /// Outputs schemas list every output; they are all present after a successful create.
 pub(crate) fn outputs_schema(properties: Value) -> Value {
-    let required: Vec<String> = properties
-        .as_object()
-        .map(|p| p.keys().cloned().collect())
-        .unwrap_or_default();
+    let required: Vec<String> =
+        properties.as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -196,19 +180,11 @@ pub(crate) fn replace_on_change(
     sensitive: &[String],
 ) -> PlanResult {
     let Some(prior) = prior else {
-        return PlanResult {
-            action: PlanAction::Create,
-            changes: vec![],
-            reason: None,
-        };
+        return PlanResult { action: PlanAction::Create, changes: vec![], reason: None };
     };
     let mut changes = ferry_protocol::sdk::diff_inputs(prior, desired, sensitive);
     if changes.is_empty() {
-        return PlanResult {
-            action: PlanAction::Noop,
-            changes,
-            reason: None,
-        };
+        return PlanResult { action: PlanAction::Noop, changes, reason: None };
     }
     for c in &mut changes {
         c.forces_replace = true;
@@ -232,27 +208,16 @@ mod tests {
     fn unknown_inputs_are_named() {
         let o = obj(json!({"pth": "/x"}));
         let err = Inputs::new(&o, &["path"], &[]).err().map(|e| e.message);
-        assert_eq!(
-            err.as_deref(),
-            Some("unknown input `pth` (known inputs: path)")
-        );
+        assert_eq!(err.as_deref(), Some("unknown input `pth` (known inputs: path)"));
     }
 
     #[test]
     fn sensitive_values_are_not_quoted() {
         let o = obj(json!({"secret": 1234, "plain": 1234}));
         let i = Inputs::new(&o, &["secret", "plain"], &["secret"]).expect("known inputs");
-        let e = i
-            .opt_str("secret")
-            .err()
-            .map(|e| e.message)
-            .unwrap_or_default();
+        let e = i.opt_str("secret").err().map(|e| e.message).unwrap_or_default();
         assert!(!e.contains("1234"), "{e}");
-        let e = i
-            .opt_str("plain")
-            .err()
-            .map(|e| e.message)
-            .unwrap_or_default();
+        let e = i.opt_str("plain").err().map(|e| e.message).unwrap_or_default();
         assert!(e.contains("1234"), "{e}");
     }
 

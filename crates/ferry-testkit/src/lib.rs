@@ -37,19 +37,33 @@ impl Run {
     /// Panics with both streams unless the exit code is `code`. Also panics if ferry
     /// panicked: whatever the outcome, a panic is never an acceptable way to report it.
     pub fn expect(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "expected exit {code}, got {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}, got {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
         self.no_panic()
     }
 
     /// Panics if stderr shows a Rust panic.
     pub fn no_panic(self) -> Run {
-        assert!(!self.stderr.contains("panicked"), "ferry panicked\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert!(
+            !self.stderr.contains("panicked"),
+            "ferry panicked\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
     /// Panics unless stdout or stderr contains `needle`.
     pub fn says(self, needle: &str) -> Run {
-        assert!(self.all().contains(needle), "output lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert!(
+            self.all().contains(needle),
+            "output lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
@@ -117,7 +131,10 @@ impl Sandbox {
     /// Permission bits (e.g. `0o600`) of a path in the sandbox.
     pub fn mode(&self, rel: &str) -> u32 {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(self.dir.path().join(rel)).unwrap_or_else(|e| panic!("stat {rel}: {e}")).permissions().mode()
+        std::fs::metadata(self.dir.path().join(rel))
+            .unwrap_or_else(|e| panic!("stat {rel}: {e}"))
+            .permissions()
+            .mode()
             & 0o7777
     }
 
@@ -232,6 +249,10 @@ pub fn kill9(child: &mut Child) {
 
 /// Run `sqlite3 DB 'PRAGMA integrity_check'` (the real SQLite CLI, independent of ferry).
 pub fn sqlite_integrity(db: &Path) -> String {
-    let o = Command::new("sqlite3").arg(db).arg("PRAGMA integrity_check;").output().expect("sqlite3 (apt-get install sqlite3)");
+    let o = Command::new("sqlite3")
+        .arg(db)
+        .arg("PRAGMA integrity_check;")
+        .output()
+        .expect("sqlite3 (apt-get install sqlite3)");
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }

@@ -202,7 +202,10 @@ impl Sensitivity {
     fn new(ctx: &Context) -> Sensitivity {
         let quiet: Arc<dyn ferry_engine::EventSink> = Arc::new(|_: EngineEvent| {});
         let timeout = ctx.opts.timeout.min(std::time::Duration::from_secs(30));
-        Sensitivity { registry: Registry::new(&[], timeout, quiet), cache: HashMap::new() }
+        Sensitivity {
+            registry: Registry::new(&[], timeout, quiet, Default::default()),
+            cache: HashMap::new(),
+        }
     }
 
     /// `None` when the provider cannot be asked.
@@ -400,8 +403,13 @@ mod tests {
             interrupted: Default::default(),
         };
         let mut s = Sensitivity::new(&ctx);
+        // local.file declares no sensitive input; local.exec declares env and stdin.
         let inputs = s.inputs_of(&consumer()).expect("local.file schema");
-        assert!(inputs.contains(&"content".to_string()), "{inputs:?}");
+        assert!(inputs.is_empty(), "{inputs:?}");
+        let mut exec = consumer();
+        exec.kind = "local.exec".into();
+        let inputs = s.inputs_of(&exec).expect("local.exec schema");
+        assert!(inputs.contains(&"env".to_string()) && inputs.contains(&"stdin".to_string()), "{inputs:?}");
     }
 
     #[test]

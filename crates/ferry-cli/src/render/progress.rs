@@ -116,7 +116,9 @@ impl EventSink for Progress {
 pub fn plain_line(ev: &EngineEvent, verbose: u8) -> Option<String> {
     let indent = |s: &str| s.trim_end().replace('\n', "\n    ");
     Some(match ev {
-        EngineEvent::EvalStarted { round, pending } => format!("eval round {round}: {}", pending_text(*pending)),
+        EngineEvent::EvalStarted { round, pending } => {
+            format!("eval round {round}: {}", pending_text(*pending))
+        }
         EngineEvent::EvalFinished { round, ready, seconds: s } if verbose > 0 => {
             format!("eval round {round}: {ready} ready ({})", seconds(*s))
         }

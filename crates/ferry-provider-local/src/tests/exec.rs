@@ -33,19 +33,13 @@ fn cwd_is_applied() {
     let dir = TempDir::new();
     let inputs = json!({"create": sh(r#"printf '{"pwd":"%s"}' "$(pwd -P)""#), "cwd": dir.join("")});
     let out = create("exec", inputs).expect("create succeeds");
-    let expected = fs::canonicalize(dir.path())
-        .expect("canonical")
-        .display()
-        .to_string();
+    let expected = fs::canonicalize(dir.path()).expect("canonical").display().to_string();
     assert_eq!(out.get("pwd"), Some(&json!(expected)));
 }
 
 #[test]
 fn empty_stdout_means_no_outputs() {
-    assert_eq!(
-        create("exec", json!({"create": sh("true")})).expect("create succeeds"),
-        Object::new()
-    );
+    assert_eq!(create("exec", json!({"create": sh("true")})).expect("create succeeds"), Object::new());
     assert_eq!(
         create("exec", json!({"create": sh("echo; echo '  '")})).expect("create succeeds"),
         Object::new()
@@ -60,80 +54,48 @@ fn stderr_lines_become_log_events() {
         inputs: obj(json!({"create": sh("echo working >&2; echo '{}'")})),
     }));
     assert!(matches!(outcome, Outcome::Result(_)), "{outcome:?}");
-    assert!(
-        events
-            .iter()
-            .any(|e| e.event == EventKind::Log && e.message == "create: working"),
-        "{events:?}"
-    );
+    assert!(events.iter().any(|e| e.event == EventKind::Log && e.message == "create: working"), "{events:?}");
 }
 
 #[test]
 fn nonzero_exit_reports_code_and_stderr_tail() {
     let script = "for i in $(seq 1 30); do echo line$i >&2; done; exit 7";
     let err = create("exec", json!({"create": sh(script)})).expect_err("create fails");
-    assert!(
-        err.message
-            .contains("the create command `sh` failed with exit code 7"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("the create command `sh` failed with exit code 7"), "{}", err.message);
     assert!(err.message.contains("line30"), "{}", err.message);
     assert!(err.message.contains("line11"), "{}", err.message);
-    assert!(
-        !err.message.contains("line10\n"),
-        "only the last 20 lines: {}",
-        err.message
-    );
+    assert!(!err.message.contains("line10\n"), "only the last 20 lines: {}", err.message);
 }
 
 #[test]
 fn garbage_stdout_is_an_error_quoting_it() {
     let err = create("exec", json!({"create": sh("echo not json")})).expect_err("create fails");
     assert!(err.message.contains("invalid JSON"), "{}", err.message);
-    assert!(
-        err.message.contains("stdout was: not json"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("stdout was: not json"), "{}", err.message);
 
     let err = create("exec", json!({"create": sh("echo '[1, 2]'")})).expect_err("create fails");
     assert!(err.message.contains("not an object"), "{}", err.message);
     assert!(err.message.contains("[1, 2]"), "{}", err.message);
 
     let long = "x".repeat(1000);
-    let err =
-        create("exec", json!({"create": sh(&format!("echo {long}"))})).expect_err("create fails");
-    assert!(
-        err.message.contains(&format!("{}…", "x".repeat(200))),
-        "{}",
-        err.message
-    );
-    assert!(
-        !err.message.contains(&"x".repeat(201)),
-        "quote is cut at 200 chars"
-    );
+    let err = create("exec", json!({"create": sh(&format!("echo {long}"))})).expect_err("create fails");
+    assert!(err.message.contains(&format!("{}…", "x".repeat(200))), "{}", err.message);
+    assert!(!err.message.contains(&"x".repeat(201)), "quote is cut at 200 chars");
 }
 
 #[test]
 fn missing_declared_output_is_named() {
     let inputs = json!({"create": sh(r#"echo '{"a": 1}'"#), "outputNames": ["a", "b"]});
     let err = create("exec", inputs).expect_err("create fails");
-    assert!(
-        err.message.contains("output `b` declared in `outputNames`"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("output `b` declared in `outputNames`"), "{}", err.message);
     assert!(err.message.contains("(printed: a)"), "{}", err.message);
 }
 
 #[test]
 fn missing_program_is_an_error_naming_it() {
-    let err =
-        create("exec", json!({"create": ["/nonexistent/ferry-test-prog"]})).expect_err("fails");
+    let err = create("exec", json!({"create": ["/nonexistent/ferry-test-prog"]})).expect_err("fails");
     assert!(
-        err.message
-            .contains("cannot run the create command `/nonexistent/ferry-test-prog`"),
+        err.message.contains("cannot run the create command `/nonexistent/ferry-test-prog`"),
         "{}",
         err.message
     );
@@ -153,12 +115,7 @@ fn update_and_delete_receive_recorded_outputs() {
 
     let mut new = old.clone();
     new["create"] = sh(r#"echo '{"id": "abc", "size": 2}'"#);
-    let p = plan(
-        "exec",
-        new.clone(),
-        Some((old.clone(), Value::Object(out.clone()))),
-    )
-    .expect("plan");
+    let p = plan("exec", new.clone(), Some((old.clone(), Value::Object(out.clone())))).expect("plan");
     assert_eq!(p.action, PlanAction::Update);
 
     let out2 = update("exec", new.clone(), (old, Value::Object(out))).expect("update succeeds");
@@ -168,42 +125,25 @@ fn update_and_delete_receive_recorded_outputs() {
     delete("exec", new, Value::Object(out2)).expect("delete succeeds");
     let logged = fs::read_to_string(&log).expect("commands wrote the log");
     let lines: Vec<&str> = logged.lines().collect();
-    assert_eq!(
-        lines,
-        [
-            r#"update {"id":"abc","size":1}"#,
-            r#"delete r {"id":"abc","size":2}"#
-        ]
-    );
+    assert_eq!(lines, [r#"update {"id":"abc","size":1}"#, r#"delete r {"id":"abc","size":2}"#]);
 }
 
 #[test]
 fn failing_delete_is_an_error() {
     let inputs = json!({"create": sh("true"), "delete": sh("echo busy >&2; exit 1")});
     let err = delete("exec", inputs, json!({})).expect_err("delete fails");
-    assert!(
-        err.message
-            .contains("the delete command `sh` failed with exit code 1"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("the delete command `sh` failed with exit code 1"), "{}", err.message);
     assert!(err.message.contains("busy"), "{}", err.message);
-    delete("exec", json!({"create": sh("true")}), json!({}))
-        .expect("no delete command: nothing to do");
+    delete("exec", json!({"create": sh("true")}), json!({})).expect("no delete command: nothing to do");
 }
 
 #[test]
 fn plan_replaces_without_update_command() {
     let old = json!({"create": sh("echo '{}'"), "env": {"A": "1"}});
     let out = json!({});
+    assert_eq!(plan("exec", old.clone(), None).expect("plan").action, PlanAction::Create);
     assert_eq!(
-        plan("exec", old.clone(), None).expect("plan").action,
-        PlanAction::Create
-    );
-    assert_eq!(
-        plan("exec", old.clone(), Some((old.clone(), out.clone())))
-            .expect("plan")
-            .action,
+        plan("exec", old.clone(), Some((old.clone(), out.clone()))).expect("plan").action,
         PlanAction::Noop
     );
 
@@ -246,9 +186,8 @@ fn read_without_read_command_trusts_the_record() {
 fn read_command_reports_outputs_or_absence() {
     let dir = TempDir::new();
     let marker = dir.join("exists");
-    let script = format!(
-        r#"test -e {marker} || exit 3; printf '{{"seen":%s,"size":5}}' "${{FERRY_OUTPUTS:-null}}""#
-    );
+    let script =
+        format!(r#"test -e {marker} || exit 3; printf '{{"seen":%s,"size":5}}' "${{FERRY_OUTPUTS:-null}}""#);
     let inputs = json!({"create": sh("true"), "read": sh(&script), "outputNames": ["size"]});
     let r = read("exec", inputs.clone(), Some(json!({"id": 1}))).expect("read succeeds");
     assert!(!r.exists, "exit code 3 means gone");
@@ -256,18 +195,12 @@ fn read_command_reports_outputs_or_absence() {
     fs::write(&marker, "").expect("create marker");
     let r = read("exec", inputs.clone(), Some(json!({"id": 1}))).expect("read succeeds");
     assert!(r.exists);
-    assert_eq!(
-        r.outputs.map(Value::Object),
-        Some(json!({"id": 1, "seen": {"id": 1}, "size": 5}))
-    );
+    assert_eq!(r.outputs.map(Value::Object), Some(json!({"id": 1, "seen": {"id": 1}, "size": 5})));
 
     // Adoption: no recorded outputs, FERRY_OUTPUTS is unset.
     let r = read("exec", inputs, None).expect("read succeeds");
     assert!(r.exists);
-    assert_eq!(
-        r.outputs.map(Value::Object),
-        Some(json!({"seen": null, "size": 5}))
-    );
+    assert_eq!(r.outputs.map(Value::Object), Some(json!({"seen": null, "size": 5})));
 
     let failing = json!({"create": sh("true"), "read": sh("exit 4")});
     let err = read("exec", failing, Some(json!({}))).expect_err("read fails");
@@ -278,38 +211,16 @@ fn read_command_reports_outputs_or_absence() {
 fn invalid_exec_inputs_are_rejected() {
     let cases = [
         (json!({}), "input `create` is required"),
-        (
-            json!({"create": []}),
-            "input `create` must be a non-empty list of strings",
-        ),
-        (
-            json!({"create": "echo hi"}),
-            "input `create` must be a list of strings, got \"echo hi\"",
-        ),
-        (
-            json!({"create": ["echo", 1]}),
-            "input `create[1]` must be a string, got number 1",
-        ),
-        (
-            json!({"create": ["true"], "env": {"A": 1}}),
-            "input `env.A` must be a string, got a number",
-        ),
-        (
-            json!({"create": ["true"], "stdin": 5}),
-            "input `stdin` must be a string, got a number",
-        ),
-        (
-            json!({"create": ["true"], "shell": true}),
-            "unknown input `shell`",
-        ),
+        (json!({"create": []}), "input `create` must be a non-empty list of strings"),
+        (json!({"create": "echo hi"}), "input `create` must be a list of strings, got \"echo hi\""),
+        (json!({"create": ["echo", 1]}), "input `create[1]` must be a string, got number 1"),
+        (json!({"create": ["true"], "env": {"A": 1}}), "input `env.A` must be a string, got a number"),
+        (json!({"create": ["true"], "stdin": 5}), "input `stdin` must be a string, got a number"),
+        (json!({"create": ["true"], "shell": true}), "unknown input `shell`"),
     ];
     for (inputs, expected) in cases {
         let err = plan("exec", inputs.clone(), None).expect_err("plan rejects");
         assert_eq!(err.code.as_deref(), Some("invalidInput"), "{inputs}");
-        assert!(
-            err.message.starts_with(expected),
-            "{inputs}: {}",
-            err.message
-        );
+        assert!(err.message.starts_with(expected), "{inputs}: {}", err.message);
     }
 }

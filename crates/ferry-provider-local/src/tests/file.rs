@@ -4,11 +4,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 fn mode_of(path: &str) -> u32 {
-    fs::metadata(path)
-        .expect("file exists")
-        .permissions()
-        .mode()
-        & 0o7777
+    fs::metadata(path).expect("file exists").permissions().mode() & 0o7777
 }
 
 fn sha(s: &str) -> String {
@@ -19,17 +15,11 @@ fn sha(s: &str) -> String {
 fn create_writes_content_mode_and_parents_atomically() {
     let dir = TempDir::new();
     let path = dir.join("a/b/secret.txt");
-    let out = create(
-        "file",
-        json!({"path": path, "content": "hush\n", "mode": "0600"}),
-    )
-    .expect("create succeeds");
+    let out =
+        create("file", json!({"path": path, "content": "hush\n", "mode": "0600"})).expect("create succeeds");
     assert_eq!(fs::read_to_string(&path).expect("file written"), "hush\n");
     assert_eq!(mode_of(&path), 0o600);
-    assert_eq!(
-        Value::Object(out),
-        json!({"path": path, "sha256": sha("hush\n")})
-    );
+    assert_eq!(Value::Object(out), json!({"path": path, "sha256": sha("hush\n")}));
     // The temporary file was renamed, not left behind.
     let entries: Vec<_> = fs::read_dir(dir.path().join("a/b"))
         .expect("dir exists")
@@ -45,11 +35,7 @@ fn default_mode_is_0644_regardless_of_umask() {
     create("file", json!({"path": path, "content": "x"})).expect("create succeeds");
     assert_eq!(mode_of(&path), 0o644);
     let wide = dir.join("g");
-    create(
-        "file",
-        json!({"path": wide, "content": "x", "mode": "0666"}),
-    )
-    .expect("create succeeds");
+    create("file", json!({"path": wide, "content": "x", "mode": "0666"})).expect("create succeeds");
     assert_eq!(mode_of(&wide), 0o666);
 }
 
@@ -71,21 +57,11 @@ fn read_reports_drift_and_disappearance() {
     let r = read("file", inputs.clone(), Some(out.clone())).expect("read succeeds");
     assert!(r.exists);
     assert_eq!(r.drift.len(), 2, "{:?}", r.drift);
-    assert!(
-        r.drift[0].contains("content changed on disk"),
-        "{:?}",
-        r.drift
-    );
+    assert!(r.drift[0].contains("content changed on disk"), "{:?}", r.drift);
     assert!(r.drift[0].contains(&sha("tampered\n")), "{:?}", r.drift);
     assert_eq!(r.drift[1], "mode is 0666, declared 0640");
-    assert_eq!(
-        r.inputs.map(Value::Object),
-        Some(json!({"content": "tampered\n", "mode": "0666"}))
-    );
-    assert_eq!(
-        r.outputs.and_then(|o| o.get("sha256").cloned()),
-        Some(json!(sha("tampered\n")))
-    );
+    assert_eq!(r.inputs.map(Value::Object), Some(json!({"content": "tampered\n", "mode": "0666"})));
+    assert_eq!(r.outputs.and_then(|o| o.get("sha256").cloned()), Some(json!(sha("tampered\n"))));
 
     fs::remove_file(&path).expect("remove file");
     let r = read("file", inputs, Some(out)).expect("read succeeds");
@@ -118,26 +94,15 @@ fn read_without_outputs_adopts_only_an_identical_file() {
     let dir = TempDir::new();
     let path = dir.join("f");
     let inputs = json!({"path": path, "content": "same", "mode": "0600"});
-    assert!(
-        !read("file", inputs.clone(), None)
-            .expect("read succeeds")
-            .exists
-    );
+    assert!(!read("file", inputs.clone(), None).expect("read succeeds").exists);
 
     create("file", inputs.clone()).expect("create succeeds");
     let r = read("file", inputs.clone(), None).expect("read succeeds");
     assert!(r.exists);
-    assert_eq!(
-        r.outputs.map(Value::Object),
-        Some(json!({"path": path, "sha256": sha("same")}))
-    );
+    assert_eq!(r.outputs.map(Value::Object), Some(json!({"path": path, "sha256": sha("same")})));
 
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-    assert!(
-        !read("file", inputs.clone(), None)
-            .expect("read succeeds")
-            .exists
-    );
+    assert!(!read("file", inputs.clone(), None).expect("read succeeds").exists);
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
     fs::write(&path, "other").expect("modify file");
     assert!(!read("file", inputs, None).expect("read succeeds").exists);
@@ -207,12 +172,8 @@ fn plan_updates_content_and_replaces_on_path_change() {
     assert_ne!(p.changes[0].after, Some(json!("(sensitive)")));
     assert_eq!(p.changes[1].after, Some(json!("0600")));
 
-    let p = plan(
-        "file",
-        json!({"path": "/srv/b", "content": "one"}),
-        Some((prior, outputs)),
-    )
-    .expect("plan succeeds");
+    let p = plan("file", json!({"path": "/srv/b", "content": "one"}), Some((prior, outputs)))
+        .expect("plan succeeds");
     assert_eq!(p.action, PlanAction::Replace);
     assert_eq!(p.changes.len(), 1);
     assert_eq!(p.changes[0].path, "path");
@@ -226,16 +187,10 @@ fn invalid_inputs_are_rejected_naming_the_input() {
             json!({"path": "foo.txt", "content": "x"}),
             "input `path` must be an absolute path, got \"foo.txt\"",
         ),
-        (
-            json!({"path": "/tmp/", "content": "x"}),
-            "input `path` must name a file",
-        ),
+        (json!({"path": "/tmp/", "content": "x"}), "input `path` must name a file"),
         (json!({"content": "x"}), "input `path` is required"),
         (json!({"path": "/tmp/f"}), "input `content` is required"),
-        (
-            json!({"path": "/tmp/f", "content": 5}),
-            "input `content` must be a string, got number 5",
-        ),
+        (json!({"path": "/tmp/f", "content": 5}), "input `content` must be a string, got number 5"),
         (
             json!({"path": "/tmp/f", "content": "x", "mode": "rw-r--r--"}),
             "input `mode` must be an octal permission string like \"0644\", got \"rw-r--r--\"",
@@ -244,10 +199,7 @@ fn invalid_inputs_are_rejected_naming_the_input() {
             json!({"path": "/tmp/f", "content": "x", "mode": 644}),
             "input `mode` must be a string, got number 644",
         ),
-        (
-            json!({"path": "/tmp/f", "content": "x", "owner": "root"}),
-            "unknown input `owner`",
-        ),
+        (json!({"path": "/tmp/f", "content": "x", "owner": "root"}), "unknown input `owner`"),
     ];
     for (inputs, expected) in cases {
         for err in [
@@ -255,11 +207,7 @@ fn invalid_inputs_are_rejected_naming_the_input() {
             plan("file", inputs.clone(), None).expect_err("plan rejects"),
         ] {
             assert_eq!(err.code.as_deref(), Some("invalidInput"), "{inputs}");
-            assert!(
-                err.message.starts_with(expected),
-                "{inputs}: {}",
-                err.message
-            );
+            assert!(err.message.starts_with(expected), "{inputs}: {}", err.message);
         }
     }
     assert!(!Path::new("foo.txt").exists());

@@ -21,10 +21,7 @@ struct SharedBuf(Arc<Mutex<Vec<u8>>>);
 
 impl Write for SharedBuf {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -36,12 +33,7 @@ impl Write for SharedBuf {
 fn roundtrip(call: Call) -> (Outcome, Vec<Event>) {
     let line = serde_json::to_string(&Request { id: 1, call }).expect("request serializes");
     let out = SharedBuf::default();
-    serve_on(
-        LocalProvider::new(),
-        Cursor::new(format!("{line}\n")),
-        out.clone(),
-    )
-    .expect("serve_on runs");
+    serve_on(LocalProvider::new(), Cursor::new(format!("{line}\n")), out.clone()).expect("serve_on runs");
     let bytes = out.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let text = String::from_utf8(bytes).expect("protocol output is UTF-8");
     let mut events = Vec::new();
@@ -54,17 +46,11 @@ fn roundtrip(call: Call) -> (Outcome, Vec<Event>) {
             }
             Message::Response(r) => {
                 assert_eq!(r.id, 1);
-                assert!(
-                    outcome.replace(r.outcome).is_none(),
-                    "two responses: {text}"
-                );
+                assert!(outcome.replace(r.outcome).is_none(), "two responses: {text}");
             }
         }
     }
-    (
-        outcome.unwrap_or_else(|| panic!("no response in {text:?}")),
-        events,
-    )
+    (outcome.unwrap_or_else(|| panic!("no response in {text:?}")), events)
 }
 
 fn request<T: DeserializeOwned>(call: Call) -> Result<T, ProviderError> {
@@ -89,19 +75,12 @@ fn handshake() -> HandshakeResult {
     .expect("handshake succeeds")
 }
 
-fn plan(
-    kind: &str,
-    inputs: Value,
-    prior: Option<(Value, Value)>,
-) -> Result<PlanResult, ProviderError> {
+fn plan(kind: &str, inputs: Value, prior: Option<(Value, Value)>) -> Result<PlanResult, ProviderError> {
     request(Call::Plan(PlanParams {
         kind: kind.into(),
         resource: "r".into(),
         inputs: obj(inputs),
-        prior: prior.map(|(i, o)| Prior {
-            inputs: obj(i),
-            outputs: obj(o),
-        }),
+        prior: prior.map(|(i, o)| Prior { inputs: obj(i), outputs: obj(o) }),
     }))
 }
 
@@ -128,10 +107,7 @@ fn update(kind: &str, inputs: Value, prior: (Value, Value)) -> Result<Object, Pr
         kind: kind.into(),
         resource: "r".into(),
         inputs: obj(inputs),
-        prior: Prior {
-            inputs: obj(prior.0),
-            outputs: obj(prior.1),
-        },
+        prior: Prior { inputs: obj(prior.0), outputs: obj(prior.1) },
     }))
     .map(|r| r.outputs)
 }
@@ -189,10 +165,7 @@ fn handshake_declares_four_kinds() {
     assert_eq!(kind("file").output_names(), ["path", "sha256"]);
     assert!(kind("file").sensitive_inputs.is_empty());
     assert_eq!(kind("random").output_names(), ["value"]);
-    assert_eq!(
-        kind("exec").output_names_input.as_deref(),
-        Some("outputNames")
-    );
+    assert_eq!(kind("exec").output_names_input.as_deref(), Some("outputNames"));
     assert!(kind("exec").supports(Operation::Update));
     assert!(!kind("random").supports(Operation::Update));
     assert!(!kind("ssh-keypair").supports(Operation::Update));
@@ -202,17 +175,9 @@ fn handshake_declares_four_kinds() {
         assert_eq!(k.inputs["additionalProperties"], false, "{}", k.name);
         assert!(k.inputs["properties"].is_object(), "{}", k.name);
         for (name, prop) in k.inputs["properties"].as_object().into_iter().flatten() {
-            assert!(
-                prop["description"].is_string(),
-                "{}.{name} has no description",
-                k.name
-            );
+            assert!(prop["description"].is_string(), "{}.{name} has no description", k.name);
         }
-        assert!(
-            k.supports(Operation::Plan) && k.supports(Operation::Read),
-            "{}",
-            k.name
-        );
+        assert!(k.supports(Operation::Plan) && k.supports(Operation::Read), "{}", k.name);
     }
     assert_eq!(kind("file").inputs["required"], json!(["path", "content"]));
     assert_eq!(kind("exec").inputs["required"], json!(["create"]));
