@@ -175,6 +175,7 @@ pub fn decide(
     desired: &Object,
     record: Option<&ResourceRecord>,
     stable: bool,
+    prefetched: Option<&Result<ReadResult, String>>,
 ) -> Result<Decision, String> {
     k.validate(name, desired)?;
     let can_read = k.schema.supports(Operation::Read);
@@ -221,7 +222,10 @@ pub fn decide(
     let mut drift = vec![];
     let mut outputs_changed = false;
     if can_read {
-        let r = read(reg, k, name, &rec.inputs, Some(&rec.outputs))?;
+        let r = match prefetched {
+            Some(r) => r.clone()?,
+            None => read(reg, k, name, &rec.inputs, Some(&rec.outputs))?,
+        };
         if !r.exists {
             let p = provider_plan(reg, k, name, desired, None)?;
             let mut d = from_plan(p, vec!["the resource no longer exists".into()], None);
@@ -259,4 +263,51 @@ pub fn decide(
         d.reason = Some("the last operation did not complete; its inputs are now in place".into());
     }
     Ok(d)
+}
+
+/// Read every resource recorded as applied, in parallel, on its own threads: these reads depend
+/// only on state, so they overlap with the first Nix evaluation instead of following it.
+pub fn prefetch_reads(
+    reg: Arc<Registry>,
+    records: Vec<ResourceRecord>,
+    timeout: Duration,
+    jobs: usize,
+) -> std::thread::JoinHandle<std::collections::BTreeMap<String, Result<ReadResult, String>>> {
+    std::thread::spawn(move || {
+        let todo: Vec<ResourceRecord> = records
+            .into_iter()
+            .filter(|r| r.status == Status::Ready && r.last_applied_at.is_some())
+            .collect();
+        let queue = std::sync::Mutex::new(todo.into_iter());
+        let out = std::sync::Mutex::new(std::collections::BTreeMap::new());
+        std::thread::scope(|scope| {
+            for _ in 0..jobs.max(1) {
+                scope.spawn(|| loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some(rec) = next else { break };
+                    let Ok(command) = reg.command_from_record(&rec.kind, &rec.provider) else { continue };
+                    let Ok(schema) = reg.schema(&rec.kind, &command) else { continue };
+                    if !schema.supports(Operation::Read) {
+                        continue;
+                    }
+                    let call = Call::Read(ReadParams {
+                        kind: schema.name.clone(),
+                        resource: rec.name.clone(),
+                        inputs: rec.inputs.clone(),
+                        outputs: Some(rec.outputs.clone()),
+                    });
+                    let r = reg.call(&command, call, timeout).map_err(|e| match e {
+                        CallError::Provider(p) => p.message,
+                        CallError::Broken(m) => format!("{m} (kind {})", rec.kind),
+                    });
+                    let r = r.and_then(|v| {
+                        serde_json::from_value::<ReadResult>(v)
+                            .map_err(|e| format!("provider {} sent a malformed result: {e}", command.label))
+                    });
+                    out.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.name.clone(), r);
+                });
+            }
+        });
+        out.into_inner().unwrap_or_else(|e| e.into_inner())
+    })
 }

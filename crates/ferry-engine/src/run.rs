@@ -280,7 +280,17 @@ pub(crate) struct Planned {
 /// Evaluate (optimistically), decide every ready resource in parallel, and re-evaluate when a
 /// resource whose recorded outputs were lent to others turns out to change.
 pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
-    match s.first_round(true) {
+    let prefetch = planner::prefetch_reads(
+        Arc::clone(&s.registry),
+        s.records.values().cloned().collect(),
+        s.engine.cfg.call_timeout,
+        s.engine.cfg.jobs,
+    );
+    let first = s.first_round(true);
+    // The prefetched reads describe reality before any change; they are used once, for the
+    // first decisions (a later re-round reads again).
+    let mut prefetched = prefetch.join().unwrap_or_default();
+    match first {
         Err(EngineError::Deployment(m)) if m.contains("infinite recursion") => {
             // Lending recorded outputs can recurse through a new cycle; evaluate without it.
             s.decls.clear();
@@ -307,7 +317,7 @@ pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
                 ))
             })
             .collect();
-        let results = decide_all(s, todo);
+        let results = decide_all(s, todo, std::mem::take(&mut prefetched));
         let mut relend = false;
         for (name, d) in results {
             let stable = s.evals.get(&name).is_some_and(|e| e.stable);
@@ -380,6 +390,7 @@ fn preview_replaces(s: &Session, name: &str) -> bool {
 fn decide_all(
     s: &Session,
     todo: Vec<(String, Result<Kind, String>, ferry_protocol::Object, bool)>,
+    prefetched: BTreeMap<String, Result<ferry_protocol::ReadResult, String>>,
 ) -> Vec<(String, Result<Decision, String>)> {
     let jobs = s.engine.cfg.jobs.max(1).min(todo.len().max(1));
     let (registry, records, redactor) = (&*s.registry, &s.records, &s.redactor);
@@ -390,8 +401,10 @@ fn decide_all(
             scope.spawn(|| loop {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
                 let Some((name, kind, inputs, stable)) = next else { break };
-                let d = kind
-                    .and_then(|k| planner::decide(registry, &k, &name, &inputs, records.get(&name), stable));
+                let pre = prefetched.get(&name);
+                let d = kind.and_then(|k| {
+                    planner::decide(registry, &k, &name, &inputs, records.get(&name), stable, pre)
+                });
                 out.lock().unwrap_or_else(|e| e.into_inner()).push((name, d.map_err(|e| redactor.text(&e))));
             });
         }

@@ -106,7 +106,7 @@ fn run_job(
     };
     let decision = match job.decision.clone() {
         Some(d) => d,
-        None => match decide(reg, k, &name, &inputs, job.record.as_ref(), job.stable) {
+        None => match decide(reg, k, &name, &inputs, job.record.as_ref(), job.stable, None) {
             Ok(d) => d,
             Err(e) => return (Action::Noop, Err(e)),
         },

@@ -133,6 +133,12 @@ pub fn serve_on<P: Provider>(
     let kinds: Arc<Vec<String>> = Arc::new(provider.info().kinds.into_iter().map(|k| k.name).collect());
     let provider = Arc::new(provider);
     let out: Arc<Mutex<Box<dyn Write + Send>>> = Arc::new(Mutex::new(Box::new(output)));
+    // A pool that grows to the peak number of concurrent requests: a request is handed to an
+    // idle worker, or to a new one when all are busy, so a slow `create` never holds up a
+    // `read`, and thousands of quick calls do not each pay for a thread.
+    let (jobs, queue) = std::sync::mpsc::channel::<Request>();
+    let queue = Arc::new(Mutex::new(queue));
+    let idle = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
     for line in BufReader::new(input).lines() {
         let line = line?;
@@ -153,30 +159,43 @@ pub fn serve_on<P: Provider>(
                 continue;
             }
         };
-        let provider = Arc::clone(&provider);
-        let out = Arc::clone(&out);
-        let kinds = Arc::clone(&kinds);
-        workers.push(std::thread::spawn(move || {
-            let cx = CallContext { id: req.id, out: Arc::clone(&out) };
-            let resource = req.call.resource().map(str::to_string);
-            let outcome =
-                match check_kind(&kinds, &req.call).and_then(|_| dispatch(&*provider, req.call, &cx)) {
-                    Ok(v) => Outcome::Result(v),
-                    Err(mut e) => {
-                        if e.resource.is_none() {
-                            e.resource = resource;
-                        }
-                        Outcome::Error(e)
-                    }
-                };
-            write_line(&out, &Message::Response(Response { id: req.id, outcome }));
-        }));
-        workers.retain(|w| !w.is_finished());
+        use std::sync::atomic::Ordering;
+        // Claim an idle worker if there is one; otherwise start another.
+        let claimed = idle.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if !claimed {
+            let (provider, out, kinds, queue, idle) =
+                (Arc::clone(&provider), Arc::clone(&out), Arc::clone(&kinds), Arc::clone(&queue), Arc::clone(&idle));
+            workers.push(std::thread::spawn(move || loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok(req) = next else { return };
+                handle(&*provider, &kinds, &out, req);
+                idle.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        if jobs.send(req).is_err() {
+            break;
+        }
     }
+    drop(jobs);
     for w in workers {
         let _ = w.join();
     }
     Ok(())
+}
+
+fn handle<P: Provider>(provider: &P, kinds: &[String], out: &Arc<Mutex<Box<dyn Write + Send>>>, req: Request) {
+    let cx = CallContext { id: req.id, out: Arc::clone(out) };
+    let resource = req.call.resource().map(str::to_string);
+    let outcome = match check_kind(kinds, &req.call).and_then(|_| dispatch(provider, req.call, &cx)) {
+        Ok(v) => Outcome::Result(v),
+        Err(mut e) => {
+            if e.resource.is_none() {
+                e.resource = resource;
+            }
+            Outcome::Error(e)
+        }
+    };
+    write_line(out, &Message::Response(Response { id: req.id, outcome }));
 }
 
 /// Requests about a kind the provider did not declare are answered with `badRequest`.
@@ -263,5 +282,66 @@ fn protect_stdio() -> std::io::Result<(std::fs::File, std::fs::File)> {
             std::fs::File::from(OwnedFd::from_raw_fd(input)),
             std::fs::File::from(OwnedFd::from_raw_fd(output)),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct Slow;
+    impl Provider for Slow {
+        fn info(&self) -> ProviderInfo {
+            let kind = KindSchema {
+                name: "k".into(),
+                description: String::new(),
+                inputs: json!({"type": "object"}),
+                outputs: json!({"type": "object", "properties": {}}),
+                sensitive_inputs: vec![],
+                sensitive_outputs: vec![],
+                output_names_input: None,
+                operations: vec![Operation::Create],
+                actions: vec![],
+            };
+            ProviderInfo { name: "slow".into(), version: "0".into(), kinds: vec![kind] }
+        }
+        fn create(&self, _p: CreateParams, _cx: &CallContext) -> Result<OutputsResult, ProviderError> {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Ok(OutputsResult { outputs: Object::new() })
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_slow_call_does_not_hold_up_others_and_ids_are_echoed() {
+        let create = r#"{"id":1,"method":"create","params":{"kind":"k","resource":"a","inputs":{}}}"#;
+        let plan = r#"{"id":2,"method":"plan","params":{"kind":"k","resource":"b","inputs":{},"prior":null}}"#;
+        let bad = r#"{"id":3,"method":"plan","params":{"kind":"nope","resource":"c","inputs":{},"prior":null}}"#;
+        let input = format!("{create}\n{plan}\n{bad}\n");
+        let sink = Sink::default();
+        serve_on(Slow, input.as_bytes(), sink.clone()).unwrap();
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let ids: Vec<u64> = text
+            .lines()
+            .map(|l| match serde_json::from_str::<Message>(l).unwrap() {
+                Message::Response(r) => r.id,
+                Message::Event(e) => panic!("unexpected event {e:?}"),
+            })
+            .collect();
+        assert_eq!(ids.len(), 3, "{text}");
+        assert_eq!(*ids.last().unwrap(), 1, "the slow create answers last: {text}");
+        assert!(text.contains("unknown kind `nope`"), "{text}");
     }
 }
