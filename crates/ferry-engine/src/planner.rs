@@ -16,7 +16,8 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Kind {
     pub kind: String,
-    pub schema: KindSchema,
+    /// Shared by every resource of the kind (cloning a `Kind` must stay cheap).
+    pub schema: Arc<KindSchema>,
     pub command: ProviderCommand,
     pub timeout: Duration,
     pub validator: Arc<jsonschema::JSONSchema>,
@@ -142,7 +143,7 @@ pub(crate) fn provider_plan(
         let info = ferry_protocol::sdk::ProviderInfo {
             name: String::new(),
             version: String::new(),
-            kinds: vec![k.schema.clone()],
+            kinds: vec![(*k.schema).clone()],
         };
         return Ok(ferry_protocol::sdk::default_plan(
             &info,

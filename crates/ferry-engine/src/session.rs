@@ -2,6 +2,7 @@
 
 use crate::graph::Edge;
 use crate::planner::{compile_schema, Kind};
+use crate::provider_client::ProviderCommand;
 use crate::redact::Redactor;
 use crate::registry::Registry;
 use crate::*;
@@ -266,31 +267,47 @@ impl<'e> Session<'e> {
 
     /// Resolve each declared resource's kind to a provider and schema (per-resource errors).
     pub fn resolve_kinds(&mut self) {
-        let decls = self.decls.clone();
-        for (name, d) in decls {
-            let r = (|| -> Result<Kind, String> {
-                if let Some(p) = &d.provider {
-                    if !p.context.is_empty() {
-                        self.engine
-                            .eval
-                            .realise(&p.context)
-                            .map_err(|e| format!("building provider {}: {e}", p.executable))?;
+        // Resolve each distinct (kind, provider) once: deployments have many resources of few kinds.
+        type Resolved =
+            Result<(ProviderCommand, Arc<ferry_protocol::KindSchema>, Arc<jsonschema::JSONSchema>), String>;
+        let mut cache: BTreeMap<(String, Option<(String, Vec<String>)>), Resolved> = BTreeMap::new();
+        let decls = std::mem::take(&mut self.decls);
+        for (name, d) in &decls {
+            let key = (d.kind.clone(), d.provider.as_ref().map(|p| (p.executable.clone(), p.args.clone())));
+            let resolved = cache
+                .entry(key)
+                .or_insert_with(|| {
+                    if let Some(p) = &d.provider {
+                        if !p.context.is_empty() {
+                            self.engine
+                                .eval
+                                .realise(&p.context)
+                                .map_err(|e| format!("building provider {}: {e}", p.executable))?;
+                        }
                     }
-                }
-                let command = self.registry.command_for(&d.kind, d.provider.as_ref())?;
-                let schema = self.registry.schema(&d.kind, &command)?;
-                let validator = compile_schema(&d.kind, &schema)?;
-                let timeout =
-                    d.timeout.map(std::time::Duration::from_secs_f64).unwrap_or(self.engine.cfg.call_timeout);
-                Ok(Kind { kind: d.kind.clone(), schema, command, timeout, validator })
-            })()
-            .map_err(|e| format!("resource `{name}` ({}): {}", d.file, e));
+                    let command = self.registry.command_for(&d.kind, d.provider.as_ref())?;
+                    let schema = self.registry.schema(&d.kind, &command)?;
+                    let validator = compile_schema(&d.kind, &schema)?;
+                    Ok((command, Arc::new(schema), validator))
+                })
+                .clone();
+            let r = resolved
+                .map(|(command, schema, validator)| {
+                    let timeout = d
+                        .timeout
+                        .map(std::time::Duration::from_secs_f64)
+                        .unwrap_or(self.engine.cfg.call_timeout);
+                    Kind { kind: d.kind.clone(), schema, command, timeout, validator }
+                })
+                .map_err(|e| format!("resource `{name}` ({}): {}", d.file, e));
             if let Ok(k) = &r {
-                self.schemas.insert(d.kind.clone(), outputs_of(&k.schema));
-                self.redactor.learn(&Default::default(), &[]);
+                if !self.schemas.contains_key(&d.kind) {
+                    self.schemas.insert(d.kind.clone(), outputs_of(&k.schema));
+                }
             }
-            self.kinds.insert(name, r);
+            self.kinds.insert(name.clone(), r);
         }
+        self.decls = decls;
     }
 
     /// Resolve the kind of a recorded resource (for deletes of orphans, destroy, refresh).
@@ -301,7 +318,7 @@ impl<'e> Session<'e> {
             }
         }
         let command = self.registry.command_from_record(&rec.kind, &rec.provider)?;
-        let schema = self.registry.schema(&rec.kind, &command)?;
+        let schema = Arc::new(self.registry.schema(&rec.kind, &command)?);
         let validator = compile_schema(&rec.kind, &schema)?;
         Ok(Kind { kind: rec.kind.clone(), schema, command, timeout: self.engine.cfg.call_timeout, validator })
     }

@@ -163,8 +163,13 @@ pub fn serve_on<P: Provider>(
         // Claim an idle worker if there is one; otherwise start another.
         let claimed = idle.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if !claimed {
-            let (provider, out, kinds, queue, idle) =
-                (Arc::clone(&provider), Arc::clone(&out), Arc::clone(&kinds), Arc::clone(&queue), Arc::clone(&idle));
+            let (provider, out, kinds, queue, idle) = (
+                Arc::clone(&provider),
+                Arc::clone(&out),
+                Arc::clone(&kinds),
+                Arc::clone(&queue),
+                Arc::clone(&idle),
+            );
             workers.push(std::thread::spawn(move || loop {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
                 let Ok(req) = next else { return };
@@ -183,7 +188,12 @@ pub fn serve_on<P: Provider>(
     Ok(())
 }
 
-fn handle<P: Provider>(provider: &P, kinds: &[String], out: &Arc<Mutex<Box<dyn Write + Send>>>, req: Request) {
+fn handle<P: Provider>(
+    provider: &P,
+    kinds: &[String],
+    out: &Arc<Mutex<Box<dyn Write + Send>>>,
+    req: Request,
+) {
     let cx = CallContext { id: req.id, out: Arc::clone(out) };
     let resource = req.call.resource().map(str::to_string);
     let outcome = match check_kind(kinds, &req.call).and_then(|_| dispatch(provider, req.call, &cx)) {
@@ -327,8 +337,10 @@ mod tests {
     #[test]
     fn a_slow_call_does_not_hold_up_others_and_ids_are_echoed() {
         let create = r#"{"id":1,"method":"create","params":{"kind":"k","resource":"a","inputs":{}}}"#;
-        let plan = r#"{"id":2,"method":"plan","params":{"kind":"k","resource":"b","inputs":{},"prior":null}}"#;
-        let bad = r#"{"id":3,"method":"plan","params":{"kind":"nope","resource":"c","inputs":{},"prior":null}}"#;
+        let plan =
+            r#"{"id":2,"method":"plan","params":{"kind":"k","resource":"b","inputs":{},"prior":null}}"#;
+        let bad =
+            r#"{"id":3,"method":"plan","params":{"kind":"nope","resource":"c","inputs":{},"prior":null}}"#;
         let input = format!("{create}\n{plan}\n{bad}\n");
         let sink = Sink::default();
         serve_on(Slow, input.as_bytes(), sink.clone()).unwrap();
