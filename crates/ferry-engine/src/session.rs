@@ -270,7 +270,8 @@ impl<'e> Session<'e> {
         // Resolve each distinct (kind, provider) once: deployments have many resources of few kinds.
         type Resolved =
             Result<(ProviderCommand, Arc<ferry_protocol::KindSchema>, Arc<jsonschema::JSONSchema>), String>;
-        let mut cache: BTreeMap<(String, Option<(String, Vec<String>)>), Resolved> = BTreeMap::new();
+        type Key = (String, Option<(String, Vec<String>)>);
+        let mut cache: BTreeMap<Key, Resolved> = BTreeMap::new();
         let decls = std::mem::take(&mut self.decls);
         for (name, d) in &decls {
             let key = (d.kind.clone(), d.provider.as_ref().map(|p| (p.executable.clone(), p.args.clone())));
