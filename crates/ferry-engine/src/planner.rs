@@ -266,49 +266,48 @@ pub fn decide(
     Ok(d)
 }
 
-/// Read every resource recorded as applied, in parallel, on its own threads: these reads depend
-/// only on state, so they overlap with the first Nix evaluation instead of following it.
+/// Read every resource recorded as applied, pipelined per provider, on a thread of its own:
+/// these reads depend only on state, so they overlap with the first Nix evaluation instead of
+/// following it.
 pub fn prefetch_reads(
     reg: Arc<Registry>,
     records: Vec<ResourceRecord>,
     timeout: Duration,
-    jobs: usize,
 ) -> std::thread::JoinHandle<std::collections::BTreeMap<String, Result<ReadResult, String>>> {
     std::thread::spawn(move || {
-        let todo: Vec<ResourceRecord> = records
-            .into_iter()
-            .filter(|r| r.status == Status::Ready && r.last_applied_at.is_some())
-            .collect();
-        let queue = std::sync::Mutex::new(todo.into_iter());
-        let out = std::sync::Mutex::new(std::collections::BTreeMap::new());
-        std::thread::scope(|scope| {
-            for _ in 0..jobs.max(1) {
-                scope.spawn(|| loop {
-                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                    let Some(rec) = next else { break };
-                    let Ok(command) = reg.command_from_record(&rec.kind, &rec.provider) else { continue };
-                    let Ok(schema) = reg.schema(&rec.kind, &command) else { continue };
-                    if !schema.supports(Operation::Read) {
-                        continue;
-                    }
-                    let call = Call::Read(ReadParams {
-                        kind: schema.name.clone(),
-                        resource: rec.name.clone(),
-                        inputs: rec.inputs.clone(),
-                        outputs: Some(rec.outputs.clone()),
-                    });
-                    let r = reg.call(&command, call, timeout).map_err(|e| match e {
+        let mut batches: std::collections::BTreeMap<ProviderCommand, Vec<(String, String, Call)>> =
+            std::collections::BTreeMap::new();
+        for rec in records.into_iter().filter(|r| r.status == Status::Ready && r.last_applied_at.is_some()) {
+            let Ok(command) = reg.command_from_record(&rec.kind, &rec.provider) else { continue };
+            let Ok(schema) = reg.schema(&rec.kind, &command) else { continue };
+            if !schema.supports(Operation::Read) {
+                continue;
+            }
+            let call = Call::Read(ReadParams {
+                kind: schema.name.clone(),
+                resource: rec.name.clone(),
+                inputs: rec.inputs,
+                outputs: Some(rec.outputs),
+            });
+            batches.entry(command).or_default().push((rec.name, rec.kind, call));
+        }
+        let mut out = std::collections::BTreeMap::new();
+        for (command, batch) in batches {
+            let (names, calls): (Vec<(String, String)>, Vec<Call>) =
+                batch.into_iter().map(|(n, k, c)| ((n, k), c)).unzip();
+            for ((name, kind), r) in names.into_iter().zip(reg.call_many(&command, calls, timeout)) {
+                let r = r
+                    .map_err(|e| match e {
                         CallError::Provider(p) => p.message,
-                        CallError::Broken(m) => format!("{m} (kind {})", rec.kind),
-                    });
-                    let r = r.and_then(|v| {
+                        CallError::Broken(m) => format!("{m} (kind {kind})"),
+                    })
+                    .and_then(|v| {
                         serde_json::from_value::<ReadResult>(v)
                             .map_err(|e| format!("provider {} sent a malformed result: {e}", command.label))
                     });
-                    out.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.name.clone(), r);
-                });
+                out.insert(name, r);
             }
-        });
-        out.into_inner().unwrap_or_else(|e| e.into_inner())
+        }
+        out
     })
 }

@@ -199,6 +199,75 @@ impl ProviderClient {
         }
     }
 
+    /// Send many requests at once (pipelined) and wait for all answers, in the given order.
+    /// Each call gets `timeout` from the moment the batch was sent.
+    pub fn call_many(&self, calls: Vec<Call>, timeout: Duration) -> Vec<Result<Value, CallError>> {
+        let mut pending = Vec::with_capacity(calls.len());
+        let mut lines = String::new();
+        {
+            let mut s = lock(&self.shared);
+            if let Some(b) = &s.broken {
+                return calls.iter().map(|_| Err(CallError::Broken(b.clone()))).collect();
+            }
+            let mut n = lock(&self.next_id);
+            for call in calls {
+                *n += 1;
+                let id = *n;
+                let (tx, rx) = channel();
+                s.waiting.insert(id, (call.resource().map(str::to_string), tx));
+                match serde_json::to_string(&Request { id, call }) {
+                    Ok(line) => {
+                        lines.push_str(&line);
+                        lines.push('\n');
+                    }
+                    Err(e) => {
+                        s.waiting.remove(&id);
+                        let (tx, rx2) = channel();
+                        let _ = tx.send(Err(CallError::Broken(format!("cannot encode request: {e}"))));
+                        pending.push(rx2);
+                        continue;
+                    }
+                }
+                pending.push(rx);
+            }
+        }
+        let write = {
+            let mut stdin = lock(&self.stdin);
+            match stdin.as_mut() {
+                Some(w) => w.write_all(lines.as_bytes()).and_then(|_| w.flush()),
+                None => Err(std::io::Error::other("stdin closed")),
+            }
+        };
+        if let Err(e) = write {
+            let msg = self
+                .describe_exit(&format!("provider {} is not accepting requests ({e})", self.command.label));
+            self.mark_broken(msg);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        pending
+            .into_iter()
+            .map(|rx| {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(r) => r,
+                    Err(RecvTimeoutError::Timeout) => {
+                        let msg = format!(
+                            "provider {} did not answer within {}s; it was stopped",
+                            self.command.label,
+                            timeout.as_secs_f64()
+                        );
+                        self.mark_broken(msg.clone());
+                        self.kill();
+                        Err(CallError::Broken(msg))
+                    }
+                    Err(RecvTimeoutError::Disconnected) => Err(CallError::Broken(
+                        self.describe_exit(&format!("provider {} went away", self.command.label)),
+                    )),
+                }
+            })
+            .collect()
+    }
+
     fn mark_broken(&self, msg: String) {
         let waiting: Vec<_> = {
             let mut s = lock(&self.shared);

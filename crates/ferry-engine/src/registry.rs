@@ -147,6 +147,20 @@ impl Registry {
         self.client(cmd)?.call(call, timeout)
     }
 
+    /// Many calls to one provider, pipelined (see [`ProviderClient::call_many`]).
+    pub fn call_many(
+        &self,
+        cmd: &ProviderCommand,
+        calls: Vec<ferry_protocol::Call>,
+        timeout: Duration,
+    ) -> Vec<Result<Value, CallError>> {
+        self.calls.fetch_add(calls.len() as u64, Ordering::Relaxed);
+        match self.client(cmd) {
+            Ok(c) => c.call_many(calls, timeout),
+            Err(e) => calls.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
     /// Every started client (for `ferry providers`).
     pub fn started(&self) -> Vec<Arc<ProviderClient>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()

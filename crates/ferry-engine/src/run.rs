@@ -284,7 +284,6 @@ pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
         Arc::clone(&s.registry),
         s.records.values().cloned().collect(),
         s.engine.cfg.call_timeout,
-        s.engine.cfg.jobs,
     );
     let first = s.first_round(true);
     // The prefetched reads describe reality before any change; they are used once, for the
