@@ -310,7 +310,7 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                     let tx = tx.clone();
                     scope.spawn(move || {
                         let start = Instant::now();
-                        let r = eval.round(&req);
+                        let r = crate::session::round_with_fallback(&*eval, req);
                         let _ = tx.send(Msg::Eval(r, start.elapsed().as_secs_f64()));
                     });
                 }

@@ -140,7 +140,7 @@ impl<'e> Session<'e> {
             want_edges: true,
             write_drvs: self.write_drvs,
         };
-        let res = self.engine.eval.round(&req).map_err(|e| self.eval_error(e))?;
+        let res = round_with_fallback(&*self.engine.eval, req).map_err(|e| self.eval_error(e))?;
         let ready = res.results.values().filter(|r| r.inputs.is_some()).count();
         self.engine.sink.event(EngineEvent::EvalFinished {
             round: self.rounds,
@@ -378,4 +378,21 @@ pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// One round; if it fails, retry once without previews and edges. Placeholders are strings, so a
+/// deployment doing arithmetic on a not-yet-known number breaks those views with an error
+/// `tryEval` cannot catch; if the round succeeds without them, that was the cause and the run
+/// goes on without previews. Otherwise the first error is the real one.
+pub(crate) fn round_with_fallback(
+    eval: &dyn ferry_eval::Evaluator,
+    req: RoundRequest,
+) -> Result<RoundResult, ferry_eval::EvalError> {
+    match eval.round(&req) {
+        Err(e) if !e.is_user_error() && (req.want_previews || req.want_edges) => {
+            let retry = RoundRequest { want_previews: false, want_edges: false, ..req };
+            eval.round(&retry).map_err(|_| e)
+        }
+        r => r,
+    }
 }
