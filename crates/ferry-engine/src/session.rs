@@ -388,8 +388,18 @@ pub(crate) fn round_with_fallback(
     eval: &dyn ferry_eval::Evaluator,
     req: RoundRequest,
 ) -> Result<RoundResult, ferry_eval::EvalError> {
+    // Only type errors: a missing attribute (an undeclared output) is a real error that the
+    // placeholder view is there to catch early.
+    let placeholder_caused = |e: &ferry_eval::EvalError| {
+        let m = e.to_string();
+        !e.is_user_error()
+            && !m.contains("attribute '")
+            && ["cannot coerce", "cannot add", "cannot compare", "while a", "while an"]
+                .iter()
+                .any(|p| m.contains(p))
+    };
     match eval.round(&req) {
-        Err(e) if !e.is_user_error() && (req.want_previews || req.want_edges) => {
+        Err(e) if placeholder_caused(&e) && (req.want_previews || req.want_edges) => {
             let retry = RoundRequest { want_previews: false, want_edges: false, ..req };
             eval.round(&retry).map_err(|_| e)
         }
