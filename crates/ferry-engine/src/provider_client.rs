@@ -148,55 +148,9 @@ impl ProviderClient {
 
     /// Send one request and wait for its response (other calls may run meanwhile).
     pub fn call(&self, call: Call, timeout: Duration) -> Result<Value, CallError> {
-        let id = {
-            let mut n = lock(&self.next_id);
-            *n += 1;
-            *n
-        };
-        let resource = call.resource().map(str::to_string);
-        let method = call.method();
-        let (tx, rx) = channel();
-        {
-            let mut s = lock(&self.shared);
-            if let Some(b) = &s.broken {
-                return Err(CallError::Broken(b.clone()));
-            }
-            s.waiting.insert(id, (resource.clone(), tx));
-        }
-        let mut line = serde_json::to_string(&Request { id, call })
-            .map_err(|e| CallError::Broken(format!("cannot encode request: {e}")))?;
-        line.push('\n');
-        let write = {
-            let mut stdin = lock(&self.stdin);
-            match stdin.as_mut() {
-                Some(w) => w.write_all(line.as_bytes()).and_then(|_| w.flush()),
-                None => Err(std::io::Error::other("stdin closed")),
-            }
-        };
-        if let Err(e) = write {
-            lock(&self.shared).waiting.remove(&id);
-            let msg = self
-                .describe_exit(&format!("provider {} is not accepting requests ({e})", self.command.label));
-            self.mark_broken(msg.clone());
-            return Err(CallError::Broken(msg));
-        }
-        match rx.recv_timeout(timeout) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => {
-                let what = resource.map(|r| format!(" for resource `{r}`")).unwrap_or_default();
-                let msg = format!(
-                    "provider {} did not answer `{method}`{what} within {}s; it was stopped",
-                    self.command.label,
-                    timeout.as_secs_f64()
-                );
-                self.mark_broken(msg.clone());
-                self.kill();
-                Err(CallError::Broken(msg))
-            }
-            Err(RecvTimeoutError::Disconnected) => Err(CallError::Broken(
-                self.describe_exit(&format!("provider {} went away", self.command.label)),
-            )),
-        }
+        self.call_many(vec![call], timeout)
+            .pop()
+            .unwrap_or_else(|| Err(CallError::Broken("internal: no answer slot".into())))
     }
 
     /// Send many requests at once (pipelined) and wait for all answers, in the given order.
@@ -214,7 +168,8 @@ impl ProviderClient {
                 *n += 1;
                 let id = *n;
                 let (tx, rx) = channel();
-                s.waiting.insert(id, (call.resource().map(str::to_string), tx));
+                let what = (call.method(), call.resource().map(str::to_string));
+                s.waiting.insert(id, (what.1.clone(), tx));
                 match serde_json::to_string(&Request { id, call }) {
                     Ok(line) => {
                         lines.push_str(&line);
@@ -224,11 +179,11 @@ impl ProviderClient {
                         s.waiting.remove(&id);
                         let (tx, rx2) = channel();
                         let _ = tx.send(Err(CallError::Broken(format!("cannot encode request: {e}"))));
-                        pending.push(rx2);
+                        pending.push((rx2, what));
                         continue;
                     }
                 }
-                pending.push(rx);
+                pending.push((rx, what));
             }
         }
         let write = {
@@ -246,13 +201,14 @@ impl ProviderClient {
         let deadline = std::time::Instant::now() + timeout;
         pending
             .into_iter()
-            .map(|rx| {
+            .map(|(rx, (method, resource))| {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
                 match rx.recv_timeout(left) {
                     Ok(r) => r,
                     Err(RecvTimeoutError::Timeout) => {
+                        let about = resource.map(|r| format!(" for resource `{r}`")).unwrap_or_default();
                         let msg = format!(
-                            "provider {} did not answer within {}s; it was stopped",
+                            "provider {} did not answer `{method}`{about} within {}s; it was stopped",
                             self.command.label,
                             timeout.as_secs_f64()
                         );
