@@ -85,7 +85,7 @@ pub enum Command {
     /// Show what apply would change.
     Plan(ReadArgs),
     /// Make the deployment so.
-    Apply(ConfirmArgs),
+    Apply(ApplyArgs),
     /// Destroy the deployed resources.
     Destroy(ConfirmArgs),
     /// Read every resource, report drift, update recorded outputs.
@@ -118,11 +118,43 @@ pub struct ReadArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct ConfirmArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
+}
+
+/// `ferry apply`'s flags: confirmation plus how changes roll out.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub confirm: ConfirmArgs,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+}
+
+/// How changes roll out (apply, and the machine verbs that deploy).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RolloutArgs {
+    /// Overwrite what ferry never deployed (e.g. a machine profile set by someone else).
+    #[arg(long)]
+    pub force: bool,
+    /// Re-activate machines whose system is unchanged.
+    #[arg(long = "always-activate")]
+    pub always_activate: bool,
+    /// Parallel closure copies to hosts [default: 4].
+    #[arg(long = "copy-jobs", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub copy_jobs: Option<u64>,
+    /// Parallel activations [default: no limit beyond --jobs].
+    #[arg(long = "activate-jobs", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub activate_jobs: Option<u64>,
+    /// Change N resources at a time; the next batch starts when the whole batch succeeded.
+    #[arg(long = "batch", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: Option<u64>,
+    /// Start no new work after the first failure.
+    #[arg(long = "fail-fast")]
+    pub fail_fast: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,7 +343,7 @@ mod tests {
             "json",
         ])
         .unwrap();
-        assert!(matches!(cli.command, Command::Apply(ConfirmArgs { yes: true })));
+        assert!(matches!(cli.command, Command::Apply(ApplyArgs { confirm: ConfirmArgs { yes: true }, .. })));
         let r = cli.global.resolve(Path::new("/home/u"));
         assert_eq!(r.file, Path::new("/home/u/x/d.nix"));
         assert_eq!(r.state, Path::new("/home/u/x/.ferry/state.db"));

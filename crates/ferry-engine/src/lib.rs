@@ -51,6 +51,12 @@ pub struct EngineConfig {
     pub interrupted: Arc<AtomicBool>,
     /// The command line, recorded as the lock holder and in the journal.
     pub command: String,
+    /// Run-wide options for providers (handshake `options`: `force`, `nixOptions`, …).
+    pub provider_options: ferry_protocol::Object,
+    /// `--batch N`: change N resources at a time; a batch with a failure stops the run.
+    pub batch: Option<usize>,
+    /// `--fail-fast`: start no new work after the first failure.
+    pub fail_fast: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

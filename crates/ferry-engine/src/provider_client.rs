@@ -64,7 +64,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ProviderClient {
     /// Start the provider and perform the handshake.
-    pub fn start(command: ProviderCommand, timeout: Duration, events: EventSink) -> Result<Self, CallError> {
+    pub fn start(
+        command: ProviderCommand,
+        timeout: Duration,
+        options: &ferry_protocol::Object,
+        events: EventSink,
+    ) -> Result<Self, CallError> {
         use std::os::unix::process::CommandExt;
         let mut child = Command::new(&command.program)
             .args(&command.args)
@@ -127,6 +132,7 @@ impl ProviderClient {
             Call::Handshake(HandshakeParams {
                 protocol_versions: vec![PROTOCOL_VERSION],
                 ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+                options: options.clone(),
             }),
             timeout,
         )?;

@@ -17,6 +17,8 @@ pub struct Registry {
     builtins: BTreeMap<String, ProviderCommand>,
     clients: Mutex<BTreeMap<ProviderCommand, Arc<ProviderClient>>>,
     handshake_timeout: Duration,
+    /// Run-wide options sent in every handshake.
+    options: ferry_protocol::Object,
     sink: Arc<dyn EventSink>,
     /// Hides secrets in provider events (shared with the session's, which learns them).
     redactor: Redactor,
@@ -27,10 +29,12 @@ impl Registry {
     pub fn new(
         builtins: &[(String, ProviderCommand)],
         handshake_timeout: Duration,
+        options: ferry_protocol::Object,
         sink: Arc<dyn EventSink>,
         redactor: Redactor,
     ) -> Self {
         Registry {
+            options,
             redactor,
             builtins: builtins.iter().cloned().collect(),
             clients: Mutex::new(BTreeMap::new()),
@@ -114,7 +118,7 @@ impl Registry {
                 }
             }
         });
-        let client = Arc::new(ProviderClient::start(cmd.clone(), self.handshake_timeout, events)?);
+        let client = Arc::new(ProviderClient::start(cmd.clone(), self.handshake_timeout, &self.options, events)?);
         clients.insert(cmd.clone(), Arc::clone(&client));
         Ok(client)
     }

@@ -117,7 +117,12 @@ fn run_job(
         return (Action::Noop, Ok(decision.outputs));
     }
     sink.event(EngineEvent::Started { resource: name.clone(), action });
-    if !job.context.is_empty() && matches!(action, Action::Create | Action::Update | Action::Replace) {
+    // Kinds that build their inputs themselves (on a target host, say) get the context instead.
+    let context = if k.schema.builds_inputs { job.context.clone() } else { BTreeMap::new() };
+    if !job.context.is_empty()
+        && !k.schema.builds_inputs
+        && matches!(action, Action::Create | Action::Update | Action::Replace)
+    {
         sink.event(EngineEvent::Phase {
             resource: name.clone(),
             phase: "build".into(),
@@ -133,6 +138,7 @@ fn run_job(
             kind: k.short(),
             resource: name.clone(),
             inputs: inputs.clone(),
+            context: context.clone(),
         }));
         outcome(id, &r);
         r
@@ -151,6 +157,7 @@ fn run_job(
                 resource: name.clone(),
                 inputs: inputs.clone(),
                 prior,
+                context: context.clone(),
             }));
             outcome(id, &r);
             r
@@ -226,6 +233,8 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
     let mut last_eval = Duration::from_millis(200);
     let mut stopping = false;
     let mut delete_deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // `--batch N`: changes dispatched in the current batch; the next waits for this one.
+    let mut batch_started = 0usize;
     let state_store = s.state.take();
     let state = state_store.as_ref();
 
@@ -253,8 +262,29 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                 } else if !delete_deps.is_empty() {
                     break;
                 } else {
+                    if let Some(n) = cfg.batch {
+                        if batch_started >= n {
+                            if !in_flight.is_empty() {
+                                break;
+                            }
+                            batch_started = 0;
+                            if !failed.is_empty() {
+                                stopping = true;
+                                s.engine.sink.event(EngineEvent::Warning {
+                                    message: "a batch failed (--batch): no further batch is started".into(),
+                                });
+                                break;
+                            }
+                        }
+                    }
                     match queue.pop_front() {
-                        Some(j) => j,
+                        Some(j) => {
+                            let noop = j.decision.as_ref().is_some_and(|d| d.action == Action::Noop);
+                            if cfg.batch.is_some() && !noop {
+                                batch_started += 1;
+                            }
+                            j
+                        }
                         None => break,
                     }
                 };
@@ -379,6 +409,12 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                                 .sink
                                 .event(EngineEvent::Failed { resource: name.clone(), error: e.clone() });
                             failed.insert(name, e);
+                            if cfg.fail_fast && !stopping {
+                                stopping = true;
+                                s.engine.sink.event(EngineEvent::Warning {
+                                    message: "a resource failed (--fail-fast): no new work is started".into(),
+                                });
+                            }
                         }
                     }
                 }

@@ -68,6 +68,7 @@ impl<'e> Session<'e> {
         let registry = Arc::new(Registry::new(
             &cfg.builtin_providers,
             cfg.call_timeout.min(std::time::Duration::from_secs(60)),
+            cfg.provider_options.clone(),
             Arc::clone(&engine.sink),
             redactor.clone(),
         ));

@@ -128,6 +128,7 @@ fn handshake_call(versions: Vec<u32>) -> Call {
     Call::Handshake(HandshakeParams {
         protocol_versions: versions,
         ferry_version: concat!(env!("CARGO_PKG_VERSION"), "-conformance").to_string(),
+        options: Default::default(),
     })
 }
 
@@ -536,6 +537,7 @@ impl Lifecycle<'_> {
             kind: self.kind.into(),
             resource: self.resource.into(),
             inputs: self.inputs.clone(),
+            context: Default::default(),
         }))?;
         Ok(r.outputs)
     }
@@ -632,6 +634,7 @@ mod tests {
             output_names_input: None,
             operations: vec![Operation::Create],
             actions: vec![],
+            builds_inputs: false,
         }
     }
 

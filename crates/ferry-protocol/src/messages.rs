@@ -1,6 +1,7 @@
 //! Wire types of protocol v1. Field names are camelCase on the wire.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 /// A JSON object (inputs or outputs of a resource).
@@ -183,6 +184,10 @@ pub struct HandshakeParams {
     /// Protocol versions ferry speaks; the provider picks one.
     pub protocol_versions: Vec<u32>,
     pub ferry_version: String,
+    /// Run-wide options from ferry's command line (`force`, `alwaysActivate`, `nixOptions`,
+    /// `copyJobs`, `activateJobs`, …). Providers ignore the ones they do not know.
+    #[serde(default, skip_serializing_if = "Object::is_empty")]
+    pub options: Object,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,6 +225,11 @@ pub struct KindSchema {
     pub operations: Vec<Operation>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<ActionSchema>,
+    /// The provider builds the derivations its inputs refer to itself (e.g. on the target
+    /// host): ferry does not realise them before `create`/`update` and sends their `.drv`
+    /// paths as `context` instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub builds_inputs: bool,
 }
 
 impl KindSchema {
@@ -317,6 +327,10 @@ pub struct CreateParams {
     pub kind: String,
     pub resource: String,
     pub inputs: Object,
+    /// For kinds with `buildsInputs`: store paths the inputs refer to, each `.drv` with the
+    /// outputs used (`{"/nix/store/…-system.drv": ["out"]}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -361,6 +375,9 @@ pub struct UpdateParams {
     pub resource: String,
     pub inputs: Object,
     pub prior: Prior,
+    /// As in [`CreateParams::context`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -407,6 +424,7 @@ mod tests {
                 kind: "file".into(),
                 resource: "motd".into(),
                 inputs: json!({"path": "/tmp/x"}).as_object().unwrap().clone(),
+                context: Default::default(),
             }),
         };
         let s = serde_json::to_value(&r).unwrap();

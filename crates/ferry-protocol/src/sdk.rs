@@ -313,6 +313,7 @@ mod tests {
                 output_names_input: None,
                 operations: vec![Operation::Create],
                 actions: vec![],
+                builds_inputs: false,
             };
             ProviderInfo { name: "slow".into(), version: "0".into(), kinds: vec![kind] }
         }

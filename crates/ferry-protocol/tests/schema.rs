@@ -75,6 +75,7 @@ fn sample_kind() -> KindSchema {
             Operation::Delete,
         ],
         actions: vec![ActionSchema { name: "increment".into(), description: "add step".into() }],
+        builds_inputs: true,
     }
 }
 
@@ -85,7 +86,16 @@ fn prior() -> Prior {
 /// One request of every method, with optional fields both present and absent.
 fn sample_requests() -> Vec<Request> {
     let calls = vec![
-        Call::Handshake(HandshakeParams { protocol_versions: vec![1], ferry_version: "0.1.0".into() }),
+        Call::Handshake(HandshakeParams {
+            protocol_versions: vec![1],
+            ferry_version: "0.1.0".into(),
+            options: Object::new(),
+        }),
+        Call::Handshake(HandshakeParams {
+            protocol_versions: vec![1],
+            ferry_version: "0.1.0".into(),
+            options: obj(json!({"force": true, "nixOptions": [["substituters", ""]]})),
+        }),
         Call::Plan(PlanParams {
             kind: "value".into(),
             resource: "c".into(),
@@ -102,6 +112,14 @@ fn sample_requests() -> Vec<Request> {
             kind: "value".into(),
             resource: "c".into(),
             inputs: obj(json!({"start": 2})),
+            context: Default::default(),
+        }),
+        Call::Create(CreateParams {
+            kind: "value".into(),
+            resource: "c".into(),
+            inputs: obj(json!({"start": 2})),
+            context: [("/nix/store/00000000000000000000000000000000-x.drv".to_string(), vec!["out".to_string()])]
+                .into(),
         }),
         Call::Read(ReadParams {
             kind: "value".into(),
@@ -120,6 +138,7 @@ fn sample_requests() -> Vec<Request> {
             resource: "c".into(),
             inputs: obj(json!({"start": 5})),
             prior: prior(),
+            context: Default::default(),
         }),
         Call::Delete(DeleteParams {
             kind: "value".into(),

@@ -89,6 +89,7 @@ pub(crate) fn schema() -> KindSchema {
             Operation::Delete,
         ],
         actions: vec![],
+        builds_inputs: false,
     }
 }
 

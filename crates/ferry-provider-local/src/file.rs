@@ -54,6 +54,7 @@ pub(crate) fn schema() -> KindSchema {
             Operation::Delete,
         ],
         actions: vec![],
+        builds_inputs: false,
     }
 }
 

@@ -138,6 +138,7 @@ impl Provider for Counter {
                     name: "increment".into(),
                     description: "add step to the value".into(),
                 }],
+                builds_inputs: false,
             }],
         }
     }

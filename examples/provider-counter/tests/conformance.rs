@@ -110,7 +110,11 @@ impl Session {
         let mut p = ProviderProcess::spawn(&counter(), &[], StderrMode::Inherit).unwrap();
         let hs = p
             .call(
-                Call::Handshake(HandshakeParams { protocol_versions: vec![1], ferry_version: "test".into() }),
+                Call::Handshake(HandshakeParams {
+                    protocol_versions: vec![1],
+                    ferry_version: "test".into(),
+                    options: Default::default(),
+                }),
                 Duration::from_secs(10),
             )
             .unwrap();
@@ -153,6 +157,7 @@ fn counter_lifecycle_with_drift_adoption_update_and_increment() {
         kind: "value".into(),
         resource: r.clone(),
         inputs: inputs.clone(),
+        context: Default::default(),
     }));
     assert_eq!(created.outputs, obj(json!({"value": 5, "file": s.file})));
     assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), "5");
@@ -214,6 +219,7 @@ fn counter_lifecycle_with_drift_adoption_update_and_increment() {
         resource: r.clone(),
         inputs: s.inputs(5, 10),
         prior: prior.clone(),
+        context: Default::default(),
     }));
     assert_eq!(updated.outputs["value"], json!(7));
     let updated: OutputsResult = s.ok(Call::Update(UpdateParams {
@@ -221,6 +227,7 @@ fn counter_lifecycle_with_drift_adoption_update_and_increment() {
         resource: r.clone(),
         inputs: s.inputs(100, 10),
         prior: prior.clone(),
+        context: Default::default(),
     }));
     assert_eq!(updated.outputs["value"], json!(100));
 
@@ -260,7 +267,12 @@ fn counter_rejects_bad_inputs_unknown_actions_and_kinds() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Session::start(&dir.path().join("n"));
     let create = |inputs: serde_json::Value| {
-        Call::Create(CreateParams { kind: "value".into(), resource: "c".into(), inputs: obj(inputs) })
+        Call::Create(CreateParams {
+            kind: "value".into(),
+            resource: "c".into(),
+            inputs: obj(inputs),
+            context: Default::default(),
+        })
     };
     for bad in [
         json!({"file": "relative"}),
@@ -275,6 +287,7 @@ fn counter_rejects_bad_inputs_unknown_actions_and_kinds() {
         kind: "gauge".into(),
         resource: "c".into(),
         inputs: obj(json!({"file": "/x"})),
+        context: Default::default(),
     }));
     assert_eq!(e.code.as_deref(), Some(codes::BAD_REQUEST));
     assert!(e.message.contains("gauge"));

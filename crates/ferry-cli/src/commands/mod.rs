@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use ferry_engine::{Engine, EngineConfig, ProviderCommand, Selection, Timings};
 use ferry_eval::{NixCli, NixSettings};
 
-use crate::cli::{Cli, Command, Resolved, StateCommand, PROVIDER_ENTRY};
+use crate::cli::{Cli, Command, Resolved, RolloutArgs, StateCommand, PROVIDER_ENTRY};
 use crate::error::{usage, Outcome};
 use crate::render::progress::{Mode, Progress};
 use crate::render::{seconds, Palette};
@@ -36,6 +36,8 @@ pub struct Context {
     pub command_line: String,
     /// Set by the Ctrl-C handler (see `crate::interrupt`).
     pub interrupted: Arc<AtomicBool>,
+    /// How changes roll out (apply's flags; defaults elsewhere).
+    pub rollout: RolloutArgs,
 }
 
 pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
@@ -44,6 +46,10 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
         opts: cli.global.resolve(&cwd),
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
         interrupted,
+        rollout: match &cli.command {
+            Command::Apply(a) => a.rollout.clone(),
+            _ => RolloutArgs::default(),
+        },
     };
     // Flag errors first, before anything looks at files.
     if let Some(on) = &ctx.opts.on {
@@ -51,7 +57,7 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
     }
     match cli.command {
         Command::Plan(a) => plan::run(&ctx, a.json),
-        Command::Apply(a) => apply::run(&ctx, a.yes),
+        Command::Apply(a) => apply::run(&ctx, a.confirm.yes),
         Command::Destroy(a) => destroy::run(&ctx, a.yes),
         Command::Refresh(a) => refresh::run(&ctx, a.json),
         Command::Graph(a) => graph::run(&ctx, a.json),
@@ -90,21 +96,49 @@ impl Context {
             state_path: o.state.clone(),
             jobs: o.jobs,
             selection,
-            builtin_providers: vec![(
-                "local".into(),
-                ProviderCommand {
-                    label: "local".into(),
-                    program: exe,
-                    args: vec![PROVIDER_ENTRY.into(), "local".into()],
-                },
-            )],
+            builtin_providers: ["local", "nixos"]
+                .iter()
+                .map(|name| {
+                    let cmd = ProviderCommand {
+                        label: (*name).into(),
+                        program: exe.clone(),
+                        args: vec![PROVIDER_ENTRY.into(), (*name).into()],
+                    };
+                    ((*name).to_string(), cmd)
+                })
+                .collect(),
             call_timeout: o.timeout,
             lock_timeout: o.lock_timeout,
             interrupted: self.interrupted.clone(),
             command: self.command_line.clone(),
+            provider_options: self.provider_options(),
+            batch: self.rollout.batch.map(|n| n as usize),
+            fail_fast: self.rollout.fail_fast,
         };
         let eval = NixCli::new(NixSettings { options: o.nix_options.clone(), show_trace: o.show_trace })?;
         Ok(Engine::new(cfg, Arc::new(eval), progress.clone()))
+    }
+
+    /// Run-wide options every provider gets in its handshake.
+    pub fn provider_options(&self) -> ferry_protocol::Object {
+        let r = &self.rollout;
+        let mut o = ferry_protocol::Object::new();
+        o.insert("force".into(), r.force.into());
+        o.insert("alwaysActivate".into(), r.always_activate.into());
+        if let Some(n) = r.copy_jobs {
+            o.insert("copyJobs".into(), n.into());
+        }
+        if let Some(n) = r.activate_jobs {
+            o.insert("activateJobs".into(), n.into());
+        }
+        let nix: Vec<serde_json::Value> = self
+            .opts
+            .nix_options
+            .iter()
+            .map(|(k, v)| serde_json::json!([k, v]))
+            .collect();
+        o.insert("nixOptions".into(), nix.into());
+        o
     }
 
     /// Colours for stdout (only on a terminal, and as `NO_COLOR`/`CLICOLOR` allow).

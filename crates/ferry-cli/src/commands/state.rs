@@ -203,7 +203,7 @@ impl Sensitivity {
         let quiet: Arc<dyn ferry_engine::EventSink> = Arc::new(|_: EngineEvent| {});
         let timeout = ctx.opts.timeout.min(std::time::Duration::from_secs(30));
         Sensitivity {
-            registry: Registry::new(&[], timeout, quiet, Default::default()),
+            registry: Registry::new(&[], timeout, Default::default(), quiet, Default::default()),
             cache: HashMap::new(),
         }
     }
@@ -401,6 +401,7 @@ mod tests {
                 .resolve(Path::new("/")),
             command_line: "ferry state show".into(),
             interrupted: Default::default(),
+            rollout: Default::default(),
         };
         let mut s = Sensitivity::new(&ctx);
         // local.file declares no sensitive input; local.exec declares env and stdin.

@@ -52,6 +52,7 @@ fn stderr_lines_become_log_events() {
         kind: "exec".into(),
         resource: "r".into(),
         inputs: obj(json!({"create": sh("echo working >&2; echo '{}'")})),
+        context: Default::default(),
     }));
     assert!(matches!(outcome, Outcome::Result(_)), "{outcome:?}");
     assert!(events.iter().any(|e| e.event == EventKind::Log && e.message == "create: working"), "{events:?}");

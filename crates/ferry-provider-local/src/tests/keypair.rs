@@ -7,6 +7,7 @@ fn generates_a_matching_ed25519_pair() {
         kind: "ssh-keypair".into(),
         resource: "deploy-key".into(),
         inputs: obj(json!({"comment": "ferry@test"})),
+        context: Default::default(),
     }));
     let Outcome::Result(result) = outcome else { panic!("create failed: {outcome:?}") };
     let public = result["outputs"]["publicKey"].as_str().expect("publicKey string");

@@ -71,6 +71,7 @@ fn handshake() -> HandshakeResult {
     request(Call::Handshake(HandshakeParams {
         protocol_versions: vec![PROTOCOL_VERSION],
         ferry_version: "test".into(),
+        options: Default::default(),
     }))
     .expect("handshake succeeds")
 }
@@ -89,6 +90,7 @@ fn create(kind: &str, inputs: Value) -> Result<Object, ProviderError> {
         kind: kind.into(),
         resource: "r".into(),
         inputs: obj(inputs),
+        context: Default::default(),
     }))
     .map(|r| r.outputs)
 }
@@ -108,6 +110,7 @@ fn update(kind: &str, inputs: Value, prior: (Value, Value)) -> Result<Object, Pr
         resource: "r".into(),
         inputs: obj(inputs),
         prior: Prior { inputs: obj(prior.0), outputs: obj(prior.1) },
+        context: Default::default(),
     }))
     .map(|r| r.outputs)
 }
