@@ -104,6 +104,28 @@ pub enum Command {
         #[command(subcommand)]
         command: ProviderSubcommand,
     },
+    /// Work with deployed NixOS machines (generations, rollback, gc, reboot, keys).
+    Machine {
+        #[command(subcommand)]
+        command: MachineCommand,
+    },
+    /// Open a shell on a machine, or run a command there: `ferry ssh NAME [-- CMD...]`.
+    Ssh {
+        name: String,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Run a command on the selected machines in parallel: `ferry exec --on SEL -- CMD...`.
+    Exec {
+        /// Machines to run on [default: all recorded machines].
+        #[arg(long = "on", value_name = "SEL")]
+        on: Option<String>,
+        /// At most N machines at once [default: 16].
+        #[arg(long = "parallel", short = 'p', value_name = "N", default_value_t = 16)]
+        parallel: usize,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -192,6 +214,33 @@ pub enum StateCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MachineCommand {
+    /// List a machine's system generations.
+    Generations { name: String },
+    /// Switch a machine to its previous generation (or --to GEN) and activate it.
+    Rollback {
+        name: String,
+        #[arg(long = "to", value_name = "GEN")]
+        to: Option<u64>,
+    },
+    /// Delete all but the newest N generations and collect garbage on the machine.
+    Gc {
+        name: String,
+        #[arg(long = "keep", value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        keep: u64,
+    },
+    /// Reboot a machine and wait for it to come back with a new boot id.
+    Reboot {
+        name: String,
+        /// Give up after SECONDS.
+        #[arg(long = "wait", value_name = "SECONDS", default_value_t = 300)]
+        wait: u64,
+    },
+    /// Upload a machine's keys again (e.g. after a reboot emptied /run/keys).
+    UploadKeys { name: String },
 }
 
 #[derive(Debug, Subcommand)]

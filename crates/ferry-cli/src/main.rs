@@ -62,8 +62,9 @@ fn builtin_provider(name: &str) -> i32 {
     interrupt::ignore_in_provider();
     let result = match name {
         "local" => ferry_provider_local::run(),
+        "nixos" => ferry_provider_nixos::run(),
         other => {
-            eprintln!("error: no built-in provider `{other}` (built-in: local); usage: ferry {PROVIDER_ENTRY} local");
+            eprintln!("error: no built-in provider `{other}` (built-in: local, nixos); usage: ferry {PROVIDER_ENTRY} local");
             return 2;
         }
     };

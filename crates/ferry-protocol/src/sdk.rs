@@ -54,6 +54,10 @@ impl CallContext {
 pub trait Provider: Send + Sync + 'static {
     fn info(&self) -> ProviderInfo;
 
+    /// The run-wide options from the handshake (`force`, `nixOptions`, …), before any other
+    /// call. Default: ignored.
+    fn configure(&self, _options: &Object) {}
+
     fn plan(&self, p: PlanParams, _cx: &CallContext) -> Result<PlanResult, ProviderError> {
         Ok(default_plan(&self.info(), &p))
     }
@@ -240,6 +244,7 @@ fn dispatch<P: Provider>(p: &P, call: Call, cx: &CallContext) -> Result<Value, P
                 ))
                 .code("unsupportedVersion"));
             }
+            p.configure(&h.options);
             let info = p.info();
             to(HandshakeResult {
                 protocol_version: PROTOCOL_VERSION,

@@ -5,8 +5,14 @@
 //! with Nix options suitable for this machine (no substituters: the default binary cache is
 //! unreachable and every lookup would wait on it).
 //!
+//! [`host::TestHost`] is a test machine for the `nixos.machine` provider: a private mount
+//! namespace with its own `/nix`, running a real sshd on `127.0.0.N`; `nix/` beside this crate
+//! holds the test systems deployed to it.
+//!
 //! Architecture invariant: no knowledge of ferry's internals — tests drive the binary and look
 //! at files, exit codes and output, the way a user would.
+
+pub mod host;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -9,6 +9,7 @@ pub mod apply;
 pub mod completions;
 pub mod destroy;
 pub mod graph;
+pub mod machine;
 pub mod plan;
 pub mod provider_check;
 pub mod providers;
@@ -71,6 +72,9 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
             StateCommand::Log { name, limit, json } => state::log(&ctx, name.as_deref(), limit, json),
         },
         Command::Provider { command } => provider_check::run(&ctx, command),
+        Command::Machine { command } => machine::run(&ctx, command),
+        Command::Ssh { name, command } => machine::ssh(&ctx, &name, &command),
+        Command::Exec { on, parallel, command } => machine::exec(&ctx, on.as_deref(), parallel, &command),
         Command::Completions { shell } => completions::run(shell),
     }
 }

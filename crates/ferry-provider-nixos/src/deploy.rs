@@ -1,0 +1,754 @@
+//! Deploying, reading and acting on one machine. See the crate docs for the order of steps.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_protocol::sdk::CallContext;
+use ferry_protocol::{ActionParams, ActionResult, Object, Prior, ProviderError, ReadResult};
+use ferry_ssh::{command_line, quote, Connection, Identity, SshError, Target};
+use serde_json::{json, Value};
+use sha2::Digest;
+
+use crate::schema::{BuildOn, Goal, Key, Machine, UploadAt};
+use crate::{checks, NixosProvider};
+
+const SCRIPT: &str = include_str!("remote.sh");
+
+fn err(msg: impl Into<String>) -> ProviderError {
+    ProviderError::new(msg)
+}
+
+fn ssh_err(e: SshError) -> ProviderError {
+    let retryable = matches!(e, SshError::Unreachable { .. } | SshError::Timeout { .. });
+    let code = match &e {
+        SshError::HostKeyMismatch { .. } => "hostKeyMismatch",
+        SshError::Unreachable { .. } => "unreachable",
+        SshError::Auth { .. } => "authFailed",
+        _ => "remoteFailed",
+    };
+    let mut pe = err(e.to_string()).code(code);
+    pe.retryable = retryable;
+    pe
+}
+
+/// The host key to verify against: pinned in the inputs, else recorded for the same host.
+fn known_host_key(m: &Machine, prior: Option<&Prior>) -> Option<String> {
+    if m.host_key.is_some() {
+        return m.host_key.clone();
+    }
+    let p = prior?;
+    let same_host = p.inputs.get("host").and_then(Value::as_str) == Some(m.host.as_str())
+        && p.inputs.get("port").and_then(Value::as_u64).unwrap_or(22) == u64::from(m.port);
+    if !same_host {
+        return None;
+    }
+    p.outputs.get("hostKey").and_then(Value::as_str).filter(|k| !k.is_empty()).map(str::to_string)
+}
+
+fn target(m: &Machine, host_key: Option<String>) -> Target {
+    Target {
+        host: m.host.clone(),
+        port: m.port,
+        user: m.user.clone(),
+        identity: m.ssh_key.as_deref().map(Identity::from_input),
+        host_key,
+        options: m.ssh_options.clone(),
+        connect_timeout: 10,
+    }
+}
+
+/// The helper script on the host, reached through one connection.
+struct Remote {
+    conn: Connection,
+    sudo: bool,
+    path: String,
+}
+
+impl Remote {
+    fn open(m: &Machine, host_key: Option<String>) -> Result<Remote, ProviderError> {
+        let conn = Connection::open(&target(m, host_key)).map_err(ssh_err)?;
+        let hash = hex::encode(&sha2::Sha256::digest(SCRIPT.as_bytes())[..6]);
+        Ok(Remote { conn, sudo: m.user != "root", path: format!("/run/ferry/ferry-{hash}.sh") })
+    }
+
+    /// `sh SCRIPT MODE ARGS…` as root, uploading the script first if the host lacks it.
+    fn line(&self, mode: &str, args: &[&str]) -> String {
+        let p = quote(&self.path);
+        let mut words = vec![mode];
+        words.extend_from_slice(args);
+        let inner = format!("sh {p} {}", command_line(&words));
+        self.privileged(&inner)
+    }
+
+    fn privileged(&self, inner: &str) -> String {
+        if self.sudo {
+            format!("sudo -n sh -c {}", quote(inner))
+        } else {
+            inner.to_string()
+        }
+    }
+
+    fn run(&self, what: &str, mode: &str, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Result<String, SshError> {
+        self.conn.run(what, &self.line(mode, args), stdin, timeout)
+    }
+
+    /// Upload the script (when missing) and probe, in one round trip.
+    fn probe(&self, profile: &str, keys: &[String]) -> Result<Probe, ProviderError> {
+        let p = quote(&self.path);
+        let mut words: Vec<&str> = vec!["probe", profile];
+        words.extend(keys.iter().map(String::as_str));
+        let inner = format!(
+            "if [ ! -f {p} ]; then umask 077; mkdir -p /run/ferry && cat > {p}.tmp && mv -f {p}.tmp {p} || exit 3; \
+             else cat >/dev/null; fi; sh {p} {}",
+            command_line(&words)
+        );
+        let out = self
+            .conn
+            .run("probing the host", &self.privileged(&inner), Some(SCRIPT.as_bytes()), Duration::from_secs(60))
+            .map_err(ssh_err)?;
+        Ok(Probe::parse(&out))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Probe {
+    current: String,
+    profile: String,
+    link: String,
+    boot: String,
+    /// key path -> "MODE USER GROUP" or "missing"
+    keys: BTreeMap<String, String>,
+}
+
+impl Probe {
+    fn parse(out: &str) -> Probe {
+        let mut p = Probe::default();
+        for line in out.lines() {
+            let Some((k, v)) = line.split_once('=') else { continue };
+            match k {
+                "current" => p.current = v.into(),
+                "profile" => p.profile = v.into(),
+                "link" => p.link = v.into(),
+                "boot" => p.boot = v.into(),
+                "key" => {
+                    if let Some((path, st)) = v.split_once(' ') {
+                        p.keys.insert(path.into(), st.into());
+                    }
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+/// `system-12-link` → 12.
+fn generation(link: &str) -> Option<u64> {
+    let l = link.rsplit('/').next()?.strip_suffix("-link")?;
+    l.rsplit('-').next()?.parse().ok()
+}
+
+fn kv(out: &str, key: &str) -> String {
+    out.lines()
+        .filter_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn key_paths(m: &Machine) -> Vec<String> {
+    m.keys.iter().map(|(n, k)| k.dest(n)).collect()
+}
+
+/// Key contents, read on the deployer. Never logged.
+fn key_content(name: &str, k: &Key) -> Result<Vec<u8>, ProviderError> {
+    if let Some(t) = &k.text {
+        return Ok(t.clone().into_bytes());
+    }
+    if let Some(f) = &k.file {
+        return std::fs::read(f).map_err(|e| err(format!("key `{name}`: cannot read {f}: {e}")));
+    }
+    let cmd = k.command.as_deref().unwrap_or_default();
+    let out = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| err(format!("key `{name}`: cannot run `{}`: {e}", cmd[0])))?;
+    if !out.status.success() {
+        return Err(err(format!("key `{name}`: `{}` failed ({})", cmd[0], out.status)));
+    }
+    Ok(out.stdout)
+}
+
+fn upload_keys(r: &Remote, m: &Machine, which: Option<UploadAt>, cx: &CallContext) -> Result<(), ProviderError> {
+    for (name, k) in &m.keys {
+        if which.is_some_and(|w| w != k.upload_at) {
+            continue;
+        }
+        let content = key_content(name, k)?;
+        cx.progress("keys", format!("uploading key {name}"));
+        let dest = k.dest(name);
+        r.run("uploading a key", "key", &[&dest, &k.user, &k.group, &k.permissions], Some(&content), Duration::from_secs(60))
+            .map_err(|e| match e {
+                SshError::Failed { status, .. } => err(format!(
+                    "uploading key `{name}` to {dest} failed (exit {status:?}): check that user `{}` and group `{}` exist on the host",
+                    k.user, k.group
+                )),
+                e => ssh_err(e),
+            })?;
+    }
+    Ok(())
+}
+
+/// Keys the prior deployment had that are gone now (by destination path).
+fn removed_keys(m: &Machine, prior: Option<&Prior>) -> Vec<String> {
+    let Some(p) = prior else { return vec![] };
+    let Some(old) = p.inputs.get("keys").and_then(Value::as_object) else { return vec![] };
+    let now = key_paths(m);
+    old.iter()
+        .filter_map(|(name, v)| {
+            let dir = v.get("destDir").and_then(Value::as_str).unwrap_or("/run/keys");
+            let path = format!("{}/{}", dir.trim_end_matches('/'), name);
+            (!now.contains(&path)).then_some(path)
+        })
+        .collect()
+}
+
+fn outputs(m: &Machine, r: &Remote, system: &str, link: &str, boot: &str) -> Object {
+    let mut o = Object::new();
+    o.insert("host".into(), json!(m.host));
+    o.insert("generation".into(), generation(link).map_or(Value::Null, |g| json!(g)));
+    o.insert("systemPath".into(), json!(system));
+    o.insert("hostKey".into(), json!(r.conn.host_key()));
+    o.insert("bootId".into(), json!(boot));
+    o
+}
+
+/// The build targets for `nix-store --realise` from the call's context.
+fn build_targets(context: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    context
+        .iter()
+        .map(|(p, outs)| if p.ends_with(".drv") && !outs.is_empty() { format!("{p}!{}", outs.join(",")) } else { p.clone() })
+        .collect()
+}
+
+fn nix(cmd: &str, p: &NixosProvider) -> Command {
+    let mut c = Command::new(cmd);
+    c.args(p.options().nix_args());
+    c
+}
+
+fn run_local(mut c: Command, what: &str) -> Result<String, ProviderError> {
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| err(format!("{what}: cannot run {:?}: {e}", c.get_program())))?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "{what} failed:\n{}",
+            ferry_ssh::tail_lines(&String::from_utf8_lossy(&out.stderr), 20)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Copy the closure of `paths` to the host: only the missing ones, through the shared
+/// connection. Returns (paths copied, bytes).
+fn copy(p: &NixosProvider, r: &Remote, m: &Machine, paths: &[String], cx: &CallContext) -> Result<(usize, u64), ProviderError> {
+    let closure = run_local(
+        {
+            let mut c = nix("nix-store", p);
+            c.arg("--query").arg("--requisites").args(paths);
+            c
+        },
+        "listing the closure",
+    )?;
+    let closure: Vec<&str> = closure.lines().filter(|l| !l.is_empty()).collect();
+    let missing = r
+        .conn
+        .run(
+            "checking which paths the host has",
+            &r.privileged("xargs -r nix-store --check-validity --print-invalid"),
+            Some(closure.join("\n").as_bytes()),
+            Duration::from_secs(120),
+        )
+        .map_err(ssh_err)?;
+    let missing: Vec<&str> = missing.lines().filter(|l| !l.is_empty()).collect();
+    if missing.is_empty() {
+        return Ok((0, 0));
+    }
+    let sizes = run_local(
+        {
+            let mut c = nix("nix-store", p);
+            c.arg("--query").arg("--size").args(&missing);
+            c
+        },
+        "measuring the closure",
+    )?;
+    let bytes: u64 = sizes.lines().filter_map(|l| l.trim().parse::<u64>().ok()).sum();
+    let _slot = p.copy_slots().acquire();
+    cx.progress("copy", format!("{} paths, {:.1} MiB", missing.len(), bytes as f64 / 1048576.0));
+    let mut c = nix("nix-copy-closure", p);
+    c.env("NIX_SSHOPTS", r.conn.nix_sshopts()).arg("--to").arg(r.conn.target().destination());
+    if m.substitute_on_destination {
+        c.arg("--use-substitutes");
+    }
+    c.args(paths);
+    run_local(c, &format!("copying to {}", m.host))?;
+    Ok((missing.len(), bytes))
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    let b: [u8; 8] = rand::thread_rng().gen();
+    hex::encode(b)
+}
+
+/// create/update: bring the host to the declared system.
+pub fn deploy(
+    p: &NixosProvider,
+    _name: &str,
+    inputs: &Object,
+    prior: Option<&Prior>,
+    context: &BTreeMap<String, Vec<String>>,
+    cx: &CallContext,
+) -> Result<Object, ProviderError> {
+    let m = Machine::parse(inputs)?;
+    let opts = p.options().clone();
+    cx.progress("connect", format!("ssh {}@{}", m.user, m.host));
+    let r = Remote::open(&m, known_host_key(&m, prior))?;
+    if r.conn.learned_host_key() {
+        cx.log(format!("trusting {}'s host key on first use: {}", m.host, r.conn.host_key()));
+    }
+    let probe = r.probe(&m.profile, &[])?;
+
+    // Never silently replace a system someone else deployed.
+    let recorded = prior.and_then(|p| p.outputs.get("systemPath")).and_then(Value::as_str).unwrap_or("");
+    if m.goal.sets_profile()
+        && !probe.profile.is_empty()
+        && probe.profile != m.system
+        && probe.profile != recorded
+        && !Path::new(&probe.profile).exists()
+        && !m.replace_unknown_profiles
+        && !opts.force
+    {
+        return Err(err(format!(
+            "{} on {} points to {}, which ferry did not deploy (it is neither recorded in state nor in the local \
+             store): someone else changed this machine. Re-run with --force (or set replaceUnknownProfiles = true) \
+             to replace it",
+            m.profile, m.host, probe.profile
+        ))
+        .code("unknownProfile"));
+    }
+
+    let up_to_date = match m.goal {
+        Goal::Switch => probe.profile == m.system && probe.current == m.system,
+        Goal::Boot => probe.profile == m.system,
+        Goal::Test => probe.current == m.system,
+        Goal::DryActivate => false,
+    };
+    let activate = !up_to_date || m.always_activate || opts.always_activate;
+    let mut link = probe.link.clone();
+
+    if activate {
+        // Build.
+        let targets = build_targets(context);
+        match m.build_on {
+            BuildOn::Local => {
+                if !Path::new(&m.system).exists() {
+                    if targets.is_empty() {
+                        return Err(err(format!(
+                            "{} does not exist in the local store and ferry has no derivation to build it",
+                            m.system
+                        )));
+                    }
+                    cx.progress("build", format!("building {}", short(&m.system)));
+                    p.builder.build(targets, vec![m.system.clone()], &opts.nix_args()).map_err(err)?;
+                }
+                let (n, bytes) = copy(p, &r, &m, std::slice::from_ref(&m.system), cx)?;
+                if n > 0 {
+                    cx.log(format!("copied {n} paths ({:.1} MiB)", bytes as f64 / 1048576.0));
+                }
+            }
+            BuildOn::Target => {
+                let drvs: Vec<String> = context.keys().filter(|k| k.ends_with(".drv")).cloned().collect();
+                if !drvs.is_empty() {
+                    copy(p, &r, &m, &drvs, cx)?;
+                }
+                cx.progress("build", format!("building {} on {}", short(&m.system), m.host));
+                let mut words = vec!["nix-store".to_string(), "--realise".into()];
+                words.extend(if drvs.is_empty() { vec![m.system.clone()] } else { build_targets(context) });
+                words.extend(opts.nix_args());
+                if m.substitute_on_destination {
+                    words.extend(["--option".into(), "substitute".into(), "true".into()]);
+                }
+                r.conn
+                    .run("building on the target", &r.privileged(&command_line(&words)), None, Duration::from_secs(6 * 3600))
+                    .map_err(ssh_err)?;
+            }
+        }
+    }
+
+    // Keys: removed ones go, pre-activation ones before activation.
+    let gone = removed_keys(&m, prior);
+    if !gone.is_empty() {
+        let refs: Vec<&str> = gone.iter().map(String::as_str).collect();
+        r.run("removing keys", "rmkey", &refs, None, Duration::from_secs(60)).map_err(ssh_err)?;
+    }
+    upload_keys(&r, &m, Some(UploadAt::PreActivation), cx)?;
+
+    let mut rollback_info: Option<(String, String, String)> = None;
+    if activate {
+        let _slot = p.activate_slots().acquire();
+        cx.progress("activate", format!("switch-to-configuration {}", m.goal.as_str()));
+        let token = random_token();
+        let magic = m.magic_timeout();
+        let onfail = if m.rollback.on_failure { "1" } else { "0" };
+        let line = r.line(
+            "activate",
+            &[&m.system, &m.profile, m.goal.as_str(), &magic.to_string(), onfail, &token],
+        );
+        let out = r
+            .conn
+            .output(r.conn.command(&line), "activation", None, Duration::from_secs(m.activation_timeout))
+            .map_err(ssh_err)?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let tail = ferry_ssh::tail_lines(&stderr, 15);
+        match out.status.code() {
+            Some(0) => {}
+            Some(10) => return Err(err(format!("cannot set the profile {} on {}:\n{tail}", m.profile, m.host))),
+            Some(20) => {
+                return Err(err(format!(
+                    "activation ({}) failed on {}; rolled back to the previous system. Last lines:\n{tail}",
+                    m.goal.as_str(),
+                    m.host
+                ))
+                .code("activationFailed"))
+            }
+            Some(21) => {
+                return Err(err(format!(
+                    "activation ({}) failed on {} and so did the rollback: the host needs attention. Last lines:\n{tail}",
+                    m.goal.as_str(),
+                    m.host
+                ))
+                .code("activationFailed"))
+            }
+            Some(22) => {
+                return Err(err(format!(
+                    "activation ({}) failed on {} (not rolled back: rollback.onFailure is off). Last lines:\n{tail}",
+                    m.goal.as_str(),
+                    m.host
+                ))
+                .code("activationFailed"))
+            }
+            Some(255) => return Err(ssh_err(r.conn.classify(&stderr, "activation"))),
+            other => {
+                return Err(err(format!("activation on {} ended with {other:?}:\n{tail}", m.host)));
+            }
+        }
+        if !tail.is_empty() {
+            cx.log(tail);
+        }
+        link = kv(&stdout, "new_link");
+        rollback_info = Some((kv(&stdout, "prev_current"), kv(&stdout, "prev_link"), link.clone()));
+        if magic > 0 {
+            confirm(&r, &m, &token, magic, cx)?;
+        }
+    }
+
+    upload_keys(&r, &m, Some(UploadAt::PostActivation), cx)?;
+
+    if !m.health_checks.is_empty() && matches!(m.goal, Goal::Switch | Goal::Test) {
+        if let Err(e) = checks::run_all(&r.conn, &m.health_checks, &|msg| cx.progress("check", msg)) {
+            if let (true, Some((cur, prev, new))) = (m.rollback.on_failure, &rollback_info) {
+                cx.progress("rollback", "health check failed: rolling back");
+                let rb = r.run(
+                    "rollback",
+                    "rollback",
+                    &[&m.profile, m.goal.as_str(), cur, prev, new],
+                    None,
+                    Duration::from_secs(m.activation_timeout),
+                );
+                return Err(match rb {
+                    Ok(_) => err(format!("{e}; rolled back to the previous system")),
+                    Err(re) => err(format!("{e}; the rollback failed too: {re}")),
+                }
+                .code("healthCheckFailed"));
+            }
+            return Err(err(e).code("healthCheckFailed"));
+        }
+    }
+
+    let system = if m.goal == Goal::DryActivate { probe.current.clone() } else { m.system.clone() };
+    Ok(outputs(&m, &r, &system, &link, &probe.boot))
+}
+
+fn short(path: &str) -> &str {
+    path.strip_prefix("/nix/store/").map(|s| s.get(33..).unwrap_or(s)).unwrap_or(path)
+}
+
+/// Magic rollback: prove a fresh SSH login works by removing the canary. If that fails, the
+/// host's watchdog rolls back; wait for it and report.
+fn confirm(r: &Remote, m: &Machine, token: &str, magic: u64, cx: &CallContext) -> Result<(), ProviderError> {
+    cx.progress("confirm", "confirming over a fresh SSH connection");
+    let started = Instant::now();
+    let canary = format!("/run/ferry/canary-{token}");
+    let rm = r.privileged(&format!("rm {}", quote(&canary)));
+    let connect = magic.clamp(1, 10);
+    let mut last = String::new();
+    while started.elapsed() < Duration::from_secs(magic) {
+        let remaining = Duration::from_secs(magic).saturating_sub(started.elapsed());
+        match r.conn.output(r.conn.fresh_command(&rm, connect), "confirmation", None, remaining.max(Duration::from_secs(1))) {
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) if o.status.code() == Some(255) => {
+                last = r.conn.classify(&String::from_utf8_lossy(&o.stderr), "confirmation").to_string();
+            }
+            Ok(o) => {
+                // The canary is gone: the watchdog already fired.
+                last = format!("the canary was already gone ({})", String::from_utf8_lossy(&o.stderr).trim());
+                break;
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    cx.progress("rollback", "no confirmation: waiting for the host to roll itself back");
+    // Give the watchdog its time, then look (over the old connection if it still works,
+    // else a new one).
+    std::thread::sleep(Duration::from_secs(magic).saturating_sub(started.elapsed()) + Duration::from_secs(2));
+    let check = r.privileged(&format!("cat /run/ferry/rolled-back-{token} 2>/dev/null || echo unknown"));
+    let mut verdict = String::from("unknown");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match r.conn.run("checking the rollback", &check, None, Duration::from_secs(15)) {
+            Ok(v) => {
+                verdict = v.trim().to_string();
+                if verdict != "unknown" {
+                    break;
+                }
+            }
+            Err(_) => {
+                if let Ok(fresh) = Remote::open(m, Some(r.conn.host_key().to_string())) {
+                    if let Ok(v) = fresh.conn.run("checking the rollback", &check, None, Duration::from_secs(15)) {
+                        verdict = v.trim().to_string();
+                        if verdict != "unknown" {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let what = match verdict.as_str() {
+        "ok" => "the host rolled itself back to its previous system (magic rollback)",
+        "failed" => "the host tried to roll back (magic rollback) and that failed: it needs attention",
+        _ => "whether the host rolled back is unknown: check it",
+    };
+    Err(err(format!(
+        "could not confirm the new system over a fresh SSH connection within {magic} s ({last}); {what}"
+    ))
+    .code("notConfirmed"))
+}
+
+/// read: the host's profile, running system and keys; drift against what ferry deployed.
+pub fn read(
+    _p: &NixosProvider,
+    _name: &str,
+    inputs: &Object,
+    outputs: Option<&Object>,
+    _cx: &CallContext,
+) -> Result<ReadResult, ProviderError> {
+    let m = Machine::parse(inputs)?;
+    let prior = outputs.map(|o| Prior { inputs: inputs.clone(), outputs: o.clone() });
+    let r = Remote::open(&m, known_host_key(&m, prior.as_ref()))?;
+    let probe = r.probe(&m.profile, &key_paths(&m))?;
+    let Some(recorded) = outputs else {
+        // Adoption after an interrupted create: only a finished deploy counts.
+        let done = match m.goal {
+            Goal::Switch => probe.profile == m.system && probe.current == m.system,
+            Goal::Boot => probe.profile == m.system,
+            Goal::Test => probe.current == m.system,
+            Goal::DryActivate => true,
+        };
+        if !done {
+            return Ok(ReadResult { exists: false, outputs: None, inputs: None, drift: vec![] });
+        }
+        let system = if m.goal == Goal::DryActivate { probe.current.clone() } else { m.system.clone() };
+        return Ok(ReadResult {
+            exists: true,
+            outputs: Some(outputs_plain(&m, &r, &system, &probe.link, &probe.boot)),
+            inputs: None,
+            drift: vec![],
+        });
+    };
+    let deployed = recorded.get("systemPath").and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut drift = vec![];
+    if m.goal.sets_profile() && probe.profile != deployed {
+        drift.push(if probe.profile.is_empty() {
+            format!("{} no longer exists on the host", m.profile)
+        } else {
+            format!(
+                "{} points to {} (generation {}), ferry deployed {}",
+                m.profile,
+                probe.profile,
+                generation(&probe.link).map_or("?".into(), |g| g.to_string()),
+                deployed
+            )
+        });
+    }
+    if matches!(m.goal, Goal::Switch | Goal::Test) && probe.current != deployed {
+        drift.push(format!(
+            "the running system (/run/current-system) is {}, ferry deployed {}",
+            if probe.current.is_empty() { "(none)" } else { &probe.current },
+            deployed
+        ));
+    }
+    for (name, k) in &m.keys {
+        match probe.keys.get(&k.dest(name)).map(String::as_str) {
+            None | Some("missing") => drift.push(format!("key {name} is missing on the host ({})", k.dest(name))),
+            Some(st) => {
+                let want = format!("{} {} {}", k.mode(), k.user, k.group);
+                if st != want {
+                    drift.push(format!("key {name} has mode/owner {st}, declared {want}"));
+                }
+            }
+        }
+    }
+    let mut out = recorded.clone();
+    out.insert("hostKey".into(), json!(r.conn.host_key()));
+    out.insert("bootId".into(), json!(probe.boot));
+    Ok(ReadResult { exists: true, outputs: Some(out), inputs: None, drift })
+}
+
+fn outputs_plain(m: &Machine, r: &Remote, system: &str, link: &str, boot: &str) -> Object {
+    outputs(m, r, system, link, boot)
+}
+
+/// Named actions: generations, rollback, gc, reboot, upload-keys.
+pub fn action(p: &NixosProvider, a: &ActionParams, cx: &CallContext) -> Result<ActionResult, ProviderError> {
+    let _ = p;
+    let m = Machine::parse(&a.inputs)?;
+    let prior = Prior { inputs: a.inputs.clone(), outputs: a.outputs.clone() };
+    let r = Remote::open(&m, known_host_key(&m, Some(&prior)))?;
+    let probe = r.probe(&m.profile, &[])?;
+    let long = Duration::from_secs(m.activation_timeout);
+    match a.action.as_str() {
+        "generations" => {
+            let out = r.run("listing generations", "generations", &[&m.profile], None, long).map_err(ssh_err)?;
+            Ok(ActionResult { outputs: None, message: Some(out.trim_end().to_string()) })
+        }
+        "rollback" => {
+            let to = match a.args.get("to") {
+                None | Some(Value::Null) => String::new(),
+                Some(v) => v
+                    .as_u64()
+                    .map(|g| g.to_string())
+                    .ok_or_else(|| err("rollback: `to` must be a generation number").code("invalidInputs"))?,
+            };
+            cx.progress("activate", "switching generation");
+            let out = r
+                .run("rolling back", "switch-generation", &[&m.profile, &to], None, long)
+                .map_err(ssh_err)?;
+            let link = kv(&out, "link");
+            let after = r.probe(&m.profile, &[])?;
+            let mut o = a.outputs.clone();
+            o.insert("generation".into(), generation(&link).map_or(Value::Null, |g| json!(g)));
+            o.insert("systemPath".into(), json!(after.profile));
+            let from = generation(&probe.link).map_or("?".into(), |g| g.to_string());
+            let to = generation(&link).map_or("?".into(), |g| g.to_string());
+            Ok(ActionResult {
+                outputs: Some(o),
+                message: Some(format!("{}: generation {from} → {to} ({})", m.host, after.profile)),
+            })
+        }
+        "gc" => {
+            let keep = a.args.get("keep").and_then(Value::as_u64).unwrap_or(5).max(1);
+            let out = r
+                .run("collecting garbage", "gc", &[&m.profile, &keep.to_string()], None, long)
+                .map_err(ssh_err)?;
+            Ok(ActionResult {
+                outputs: None,
+                message: Some(format!("kept the newest {keep} generation(s)\n{}", out.trim_end())),
+            })
+        }
+        "upload-keys" => {
+            upload_keys(&r, &m, None, cx)?;
+            Ok(ActionResult { outputs: None, message: Some(format!("{} key(s) uploaded", m.keys.len())) })
+        }
+        "reboot" => reboot(&r, &m, &probe, a, cx),
+        other => Err(err(format!(
+            "nixos.machine has no action `{other}` (actions: generations, rollback, gc, reboot, upload-keys)"
+        ))
+        .code("badRequest")),
+    }
+}
+
+fn reboot(r: &Remote, m: &Machine, before: &crate::deploy::Probe, a: &ActionParams, cx: &CallContext) -> Result<ActionResult, ProviderError> {
+    let wait = a.args.get("timeout").and_then(Value::as_u64).unwrap_or(300);
+    cx.progress("reboot", "rebooting");
+    // The system's own reboot (NixOS: /run/current-system/sw/bin/reboot), detached so the
+    // SSH session can end cleanly.
+    let cmd = "p=/run/current-system/sw/bin/reboot; [ -x $p ] || p=reboot; \
+               (sleep 1; exec $p) </dev/null >/dev/null 2>&1 &";
+    r.conn.run("reboot", &r.privileged(cmd), None, Duration::from_secs(30)).map_err(ssh_err)?;
+    r.conn.close();
+    cx.progress("reboot", "waiting for the new boot");
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    std::thread::sleep(Duration::from_secs(1));
+    while Instant::now() < deadline {
+        if let Ok(fresh) = Remote::open(m, Some(r.conn.host_key().to_string())) {
+            if let Ok(p) = fresh.probe(&m.profile, &[]) {
+                if !p.boot.is_empty() && p.boot != before.boot {
+                    let mut o = a.outputs.clone();
+                    o.insert("bootId".into(), json!(p.boot));
+                    if m.goal.sets_profile() && p.current != p.profile {
+                        return Err(err(format!(
+                            "{} came back with {} running, but the profile is {}",
+                            m.host, p.current, p.profile
+                        )));
+                    }
+                    return Ok(ActionResult {
+                        outputs: Some(o),
+                        message: Some(format!("{} is back (boot id {})", m.host, p.boot)),
+                    });
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Err(err(format!("{} did not come back with a new boot id within {wait} s", m.host)).code("timeout"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_numbers_come_from_profile_links() {
+        assert_eq!(generation("system-12-link"), Some(12));
+        assert_eq!(generation("/nix/var/nix/profiles/system-3-link"), Some(3));
+        assert_eq!(generation("processes-web-1-link"), Some(1));
+        assert_eq!(generation(""), None);
+    }
+
+    #[test]
+    fn probe_output_is_parsed() {
+        let p = Probe::parse("current=/nix/store/a\nprofile=/nix/store/b\nlink=system-2-link\nboot=x\nkey=/run/keys/k 600 root root\nkey=/run/keys/m missing\n");
+        assert_eq!(p.current, "/nix/store/a");
+        assert_eq!(p.profile, "/nix/store/b");
+        assert_eq!(p.keys["/run/keys/k"], "600 root root");
+        assert_eq!(p.keys["/run/keys/m"], "missing");
+    }
+
+    #[test]
+    fn build_targets_name_outputs() {
+        let mut c = BTreeMap::new();
+        c.insert("/nix/store/x.drv".to_string(), vec!["out".to_string()]);
+        c.insert("/nix/store/y".to_string(), vec![]);
+        assert_eq!(build_targets(&c), vec!["/nix/store/x.drv!out", "/nix/store/y"]);
+    }
+}

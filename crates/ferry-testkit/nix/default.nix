@@ -1,0 +1,149 @@
+# Test package set for ferry's `nixos.machine` tests. No nixpkgs exists on the test machines:
+# everything here is built with the machine's static busybox (Debian `busybox-static`).
+#
+#   let t = import ./crates/ferry-testkit/nix { }; in t.mkSystem { name = "web"; address = "127.0.0.10"; }
+#
+# `mkSystem` returns a derivation with the interface of a NixOS toplevel (`bin/switch-to-configuration`,
+# `activate`, `init`, `etc`, `sw/bin`, `nixos-version`). It is meant for test hosts
+# (`ferry_testkit::host::TestHost`): private mount namespaces with their own /nix, /run, /boot
+# and /etc, where it can be switched as root exactly like a NixOS system. See the scripts next to
+# this file for what each goal does.
+{ }:
+let
+  inherit (builtins) attrNames concatStringsSep currentSystem genList length listToAttrs mapAttrs
+    replaceStrings substring hashString elemAt;
+
+  # Busybox picks its applet from argv[0], so it is imported inside a folder: …-busybox/bin/busybox.
+  busybox = builtins.path {
+    name = "busybox";
+    path = /usr;
+    filter = p: _type: p == "/usr/bin" || p == "/usr/bin/busybox";
+  };
+  bb = "${busybox}/bin/busybox";
+
+  quote = s: "'" + replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+
+  # The applets on PATH in builders, in the systems' scripts and in a system's sw/bin. An
+  # allowlist: applets that act on the real machine (reboot, poweroff, halt, init, mount, …) are
+  # left out; sw/bin gets a simulated `reboot` instead.
+  appletNames = [
+    "[" "ash" "awk" "base64" "basename" "cat" "chgrp" "chmod" "chown" "cmp" "cp" "cut" "date" "dd"
+    "df" "diff" "dirname" "du" "echo" "egrep" "env" "expr" "false" "fgrep" "find" "grep" "gunzip"
+    "gzip" "head" "hexdump" "hostname" "httpd" "id" "kill" "killall" "less" "ln" "ls" "md5sum"
+    "mkdir" "mkfifo" "mktemp" "mv" "nc" "nl" "nproc" "od" "paste" "pidof" "printf" "ps" "pwd"
+    "readlink" "realpath" "rev" "rm" "rmdir" "sed" "seq" "setsid" "sh" "sha1sum" "sha256sum"
+    "sha512sum" "sleep" "sort" "stat" "strings" "tail" "tar" "tee" "test" "timeout" "touch" "tr"
+    "true" "truncate" "uname" "uniq" "uptime" "usleep" "wc" "wget" "which" "whoami" "xargs" "xxd"
+    "xz" "yes" "zcat"
+  ];
+
+  applets = derivation {
+    name = "busybox-applets";
+    system = currentSystem;
+    builder = bb;
+    args = [ "sh" "-c" ''
+      ${bb} mkdir -p $out/bin
+      for a in ${concatStringsSep " " (map quote appletNames)}; do ${bb} ln -s ${bb} "$out/bin/$a"; done
+    '' ];
+  };
+
+  # A derivation built by `busybox sh -c script` with the applets on PATH; `env` adds variables.
+  runSh = name: env: script: derivation ({
+    inherit name;
+    system = currentSystem;
+    builder = bb;
+    args = [ "sh" "-c" script ];
+    PATH = "${applets}/bin";
+  } // env);
+
+  # A directory of text files: { "relative/path" = "content"; } (contents passed as variables).
+  writeTree = name: files:
+    let
+      names = attrNames files;
+      var = i: "file${toString i}";
+    in
+    runSh name (listToAttrs (genList (i: { name = var i; value = files.${elemAt names i}; }) (length names))) (''
+      set -e
+      mkdir -p $out
+    '' + concatStringsSep "" (genList (i: ''
+      mkdir -p "$(dirname "$out/"${quote (elemAt names i)})"
+      printf '%s' "''$${var i}" > "$out/"${quote (elemAt names i)}
+    '') (length names)));
+
+  # A service: `run` (foreground command, started detached by switch-to-configuration) and
+  # optionally `listen` ("ADDRESS PORT": the start waits until the port listens).
+  mkService = name: { run, listen ? "" }: runSh "service-${name}" { inherit run listen; } ''
+    set -e
+    mkdir $out
+    { printf '#!%s sh\nPATH=%s\n' ${bb} ${applets}/bin; printf '%s\n' "$run"; } > $out/run
+    chmod +x $out/run
+    if [ -n "$listen" ]; then printf '%s\n' "$listen" > $out/listen; fi
+  '';
+
+  mkBlob = { name, sizeKiB, seed ? name }: runSh name {
+    inherit sizeKiB;
+    seedHex = substring 0 7 (hashString "sha256" seed);
+  } ". ${./blob.sh}";
+
+  mkSystem =
+    { name
+    , address
+    , httpPort ? 8080
+    , pages ? { "index.html" = "<h1>${name}</h1>\n"; }
+    , etc ? { }
+    , services ? { }
+    , failActivation ? false
+    , killSshd ? false
+    , unhealthy ? false
+    , extraPaths ? [ ]
+    }:
+    let
+      docroot = writeTree "${name}-docroot" (pages // (if unhealthy then { } else { health = "ok\n"; }));
+      httpdConf = builtins.toFile "httpd.conf" "";
+      allServices = {
+        httpd = mkService "httpd" {
+          run = "exec httpd -f -vv -c ${httpdConf} -p ${address}:${toString httpPort} -h ${docroot}";
+          listen = "${address} ${toString httpPort}";
+        };
+      } // mapAttrs (n: run: mkService n { inherit run; }) services;
+      etcTree = writeTree "${name}-etc" etc;
+      flag = b: if b then "1" else "";
+    in
+    runSh "nixos-system-${name}"
+      {
+        failActivation = flag failActivation;
+        killSshd = flag killSshd;
+        unhealthy = flag unhealthy;
+        extraPaths = concatStringsSep "\n" (map toString extraPaths);
+        version = "ferry-test-${name}";
+      }
+      ''
+        set -e
+        mkdir -p $out/bin $out/sw/bin $out/services
+        # install_script SOURCE DEST: the header (interpreter, PATH, this system's settings), the
+        # shared helpers, then the script.
+        install_script() {
+          { printf '#!%s sh\nPATH=%s\nout=%s\n' ${bb} ${applets}/bin "$out"
+            printf 'failActivation=%s\nkillSshd=%s\nunhealthy=%s\n' "$failActivation" "$killSshd" "$unhealthy"
+            cat ${./lib.sh} "$1"
+          } > "$2"
+          chmod +x "$2"
+        }
+        ln -s ${etcTree} $out/etc
+        printf '%s\n' "$version" > $out/nixos-version
+        for a in ${applets}/bin/*; do ln -s "$a" "$out/sw/bin/''${a##*/}"; done
+        install_script ${./switch-to-configuration.sh} $out/bin/switch-to-configuration
+        install_script ${./activate.sh} $out/activate
+        install_script ${./init.sh} $out/init
+        install_script ${./reboot.sh} $out/sw/bin/reboot
+        for a in poweroff halt shutdown; do
+          printf '#!%s sh\necho "%s: refused on a test host (use reboot: it is simulated)" >&2\nexit 1\n' ${bb} $a > $out/sw/bin/$a
+          chmod +x $out/sw/bin/$a
+        done
+        ${concatStringsSep "\n" (map (n: "ln -s ${allServices.${n}} $out/services/${quote n}") (attrNames allServices))}
+        if [ -n "$extraPaths" ]; then printf '%s\n' "$extraPaths" > $out/extra-paths; fi
+      '';
+in
+{
+  inherit busybox applets mkSystem mkBlob mkService writeTree runSh;
+}
