@@ -587,6 +587,8 @@ pub fn read(
     };
     let deployed = recorded.get("systemPath").and_then(Value::as_str).unwrap_or_default().to_string();
     let mut drift = vec![];
+    // Inputs as found on the host, so that drift plans an update that puts things back.
+    let mut actual = Object::new();
     if m.goal.sets_profile() && probe.profile != deployed {
         drift.push(if probe.profile.is_empty() {
             format!("{} no longer exists on the host", m.profile)
@@ -599,6 +601,7 @@ pub fn read(
                 deployed
             )
         });
+        actual.insert("system".into(), json!(probe.profile));
     }
     if matches!(m.goal, Goal::Switch | Goal::Test) && probe.current != deployed {
         drift.push(format!(
@@ -606,22 +609,35 @@ pub fn read(
             if probe.current.is_empty() { "(none)" } else { &probe.current },
             deployed
         ));
+        actual.insert("system".into(), json!(probe.current));
     }
+    let mut keys = inputs.get("keys").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut keys_drifted = false;
     for (name, k) in &m.keys {
         match probe.keys.get(&k.dest(name)).map(String::as_str) {
-            None | Some("missing") => drift.push(format!("key {name} is missing on the host ({})", k.dest(name))),
+            None | Some("missing") => {
+                drift.push(format!("key {name} is missing on the host ({})", k.dest(name)));
+                keys.remove(name);
+                keys_drifted = true;
+            }
             Some(st) => {
                 let want = format!("{} {} {}", k.mode(), k.user, k.group);
                 if st != want {
                     drift.push(format!("key {name} has mode/owner {st}, declared {want}"));
+                    keys.remove(name);
+                    keys_drifted = true;
                 }
             }
         }
     }
+    if keys_drifted {
+        actual.insert("keys".into(), Value::Object(keys));
+    }
     let mut out = recorded.clone();
     out.insert("hostKey".into(), json!(r.conn.host_key()));
     out.insert("bootId".into(), json!(probe.boot));
-    Ok(ReadResult { exists: true, outputs: Some(out), inputs: None, drift })
+    let inputs = (!actual.is_empty()).then_some(actual);
+    Ok(ReadResult { exists: true, outputs: Some(out), inputs, drift })
 }
 
 fn outputs_plain(m: &Machine, r: &Remote, system: &str, link: &str, boot: &str) -> Object {
@@ -655,13 +671,11 @@ pub fn action(p: &NixosProvider, a: &ActionParams, cx: &CallContext) -> Result<A
                 .map_err(ssh_err)?;
             let link = kv(&out, "link");
             let after = r.probe(&m.profile, &[])?;
-            let mut o = a.outputs.clone();
-            o.insert("generation".into(), generation(&link).map_or(Value::Null, |g| json!(g)));
-            o.insert("systemPath".into(), json!(after.profile));
+            // Outputs keep what ferry deployed: the next plan shows the rollback as drift.
             let from = generation(&probe.link).map_or("?".into(), |g| g.to_string());
             let to = generation(&link).map_or("?".into(), |g| g.to_string());
             Ok(ActionResult {
-                outputs: Some(o),
+                outputs: None,
                 message: Some(format!("{}: generation {from} → {to} ({})", m.host, after.profile)),
             })
         }

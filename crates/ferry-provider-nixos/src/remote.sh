@@ -21,14 +21,18 @@ self=$0
 
 log() { echo "ferry: $*" >&2; }
 
+# The store path a link resolves to, or nothing if it does not exist (`readlink -f` alone
+# prints the path of a missing link).
+target() { [ -e "$1" ] && readlink -f "$1" || true; }
+
 gen_of() { # system-12-link -> 12
     l=$(basename "$1"); l=${l%-link}; echo "${l##*-}"
 }
 
 probe() {
     profile=$1; shift
-    echo "current=$(readlink -f /run/current-system 2>/dev/null || true)"
-    echo "profile=$(readlink -f "$profile" 2>/dev/null || true)"
+    echo "current=$(target /run/current-system)"
+    echo "profile=$(target "$profile")"
     echo "link=$(readlink "$profile" 2>/dev/null || true)"
     echo "boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || true)"
     for k in "$@"; do
@@ -60,7 +64,7 @@ rollback() {
                 "$prev_current/bin/switch-to-configuration" "$goal" >&2 || ok=1
             fi ;;
         boot)
-            prev=$(readlink -f "$profile" 2>/dev/null || true)
+            prev=$(target "$profile")
             if [ -n "$prev" ] && [ -x "$prev/bin/switch-to-configuration" ]; then
                 "$prev/bin/switch-to-configuration" boot >&2 || ok=1
             fi ;;
@@ -86,7 +90,7 @@ watchdog() {
 
 activate() {
     system=$1 profile=$2 goal=$3 magic=$4 onfail=$5 token=$6
-    prev_current=$(readlink -f /run/current-system 2>/dev/null || true)
+    prev_current=$(target /run/current-system)
     prev_link=$(readlink "$profile" 2>/dev/null || true)
     new_link=$prev_link
     echo "prev_current=$prev_current"

@@ -1,13 +1,26 @@
 # Test package set for ferry's `nixos.machine` tests. No nixpkgs exists on the test machines:
-# everything here is built with the machine's static busybox (Debian `busybox-static`).
+# everything here is built with the machine's static busybox (Debian `busybox-static`), and
+# builds in well under a second.
 #
-#   let t = import ./crates/ferry-testkit/nix { }; in t.mkSystem { name = "web"; address = "127.0.0.10"; }
+#   let t = import ./crates/ferry-testkit/nix { };
+#   in t.mkSystem { name = "web"; address = "127.0.0.10"; pages."index.html" = "v1"; }
 #
-# `mkSystem` returns a derivation with the interface of a NixOS toplevel (`bin/switch-to-configuration`,
-# `activate`, `init`, `etc`, `sw/bin`, `nixos-version`). It is meant for test hosts
-# (`ferry_testkit::host::TestHost`): private mount namespaces with their own /nix, /run, /boot
-# and /etc, where it can be switched as root exactly like a NixOS system. See the scripts next to
-# this file for what each goal does.
+# Attributes:
+#   busybox    the static busybox, as …-busybox/bin/busybox (it picks its applet from argv[0])
+#   applets    …-busybox-applets/bin/APPLET links (an allowlist: nothing that acts on the machine)
+#   mkSystem   a test "NixOS system" (below)
+#   mkBlob     { name, sizeKiB, seed ? name }: a store path (a file) of sizeKiB KiB of
+#              deterministic, incompressible pseudo-random bytes; ~1 s per 100 MiB
+#   mkService, writeTree, runSh   the builders mkSystem uses
+#
+# mkSystem returns a derivation with the interface of a NixOS toplevel: bin/switch-to-configuration,
+# activate, init, etc/ (its files), sw/bin/ (applets, a simulated `reboot`, refusing
+# `poweroff`/`halt`/`shutdown`), nixos-version ("ferry-test-NAME"), services/NAME (one store
+# path per service), extra-paths. It is meant for test hosts (`ferry_testkit::host::TestHost`:
+# private /nix, /run, /boot, /etc; sshd config in /run/ferry-testhost) and is switched there as
+# root exactly like NixOS. What each goal does: switch-to-configuration.sh; /etc and sshd:
+# activate.sh; the reboot: reboot.sh. Runtime state: /run/ferry-test/{services/NAME,NAME.pid,
+# NAME.log,healthy}; the boot default: /boot/default-system.
 { }:
 let
   inherit (builtins) attrNames concatStringsSep currentSystem genList length listToAttrs mapAttrs
@@ -80,11 +93,25 @@ let
     if [ -n "$listen" ]; then printf '%s\n' "$listen" > $out/listen; fi
   '';
 
+  # Pseudo-random data for benchmarks (see blob.sh); `seed` picks the bytes.
   mkBlob = { name, sizeKiB, seed ? name }: runSh name {
     inherit sizeKiB;
     seedHex = substring 0 7 (hashString "sha256" seed);
   } ". ${./blob.sh}";
 
+  # A test system.
+  #   name            its name (nixos-version "ferry-test-NAME", default page)
+  #   address         where its web server listens (the test host's 127.0.0.N)
+  #   httpPort        the web server's port
+  #   pages           the web server's files: { "index.html" = "…"; "sub/x.txt" = "…"; }; a
+  #                   healthy system adds `health` ("ok": GET /health answers 200)
+  #   etc             files of /etc: { "relative/path" = "content"; }
+  #   services        more services: { NAME = "shell command running in the foreground"; }
+  #   failActivation  switch/test exit 1 after activating (like a unit failing)
+  #   killSshd        activation kills sshd's listener and never restarts it: the host is
+  #                   unreachable over SSH until a good system is activated (e.g. a rollback)
+  #   unhealthy       no /health page and no /run/ferry-test/healthy
+  #   extraPaths      store paths added to the closure (listed in $out/extra-paths), e.g. blobs
   mkSystem =
     { name
     , address

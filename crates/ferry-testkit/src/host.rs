@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 /// `PATH` of SSH sessions and of [`TestHost::exec`] on a test host: the current system's
 /// `sw/bin` first (as on NixOS), then the refusing shims, then the real machine's tools (`nix-*`
 /// and `sshd` come from there).
-pub const HOST_PATH: &str = "/run/current-system/sw/bin:/run/ferry-testhost/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+pub const HOST_PATH: &str =
+    "/run/current-system/sw/bin:/run/ferry-testhost/bin:/usr/bin:/bin:/usr/sbin:/sbin";
 
 /// The kit's files inside a host (under its private `/run`).
 const KIT_DIR: &str = "/run/ferry-testhost";
@@ -68,7 +69,8 @@ exec sleep infinity >/dev/null"#;
 
 /// A test host: a private mount namespace running sshd on `127.0.0.N` (see the module docs).
 /// Dropping it kills every process of the host and releases its address; its directory stays
-/// (the caller owns `base`, e.g. a temporary directory).
+/// (the caller owns `base`, e.g. a temporary directory: declare it before the host so that the
+/// host is dropped first).
 pub struct TestHost {
     name: String,
     dir: PathBuf,
@@ -181,9 +183,16 @@ impl TestHost {
         self.boot_id_simulated
     }
 
-    /// The boot id as seen on the host.
+    /// The boot id as seen on the host (empty while a simulated reboot rewrites it).
     pub fn boot_id(&self) -> String {
-        String::from_utf8_lossy(&self.exec("cat /proc/sys/kernel/random/boot_id").stdout).trim().to_string()
+        let id = match self.boot_id_simulated {
+            // The file itself: no process in the host, which a reboot would kill.
+            true => fs::read_to_string(self.dir.join("boot_id")).unwrap_or_default(),
+            false => {
+                String::from_utf8_lossy(&self.exec("cat /proc/sys/kernel/random/boot_id").stdout).into_owned()
+            }
+        };
+        id.trim().to_string()
     }
 
     /// Authorize `pubkey` (an OpenSSH public key line) for root.
@@ -332,7 +341,8 @@ impl TestHost {
     }
 
     fn write_known_hosts(&self) -> io::Result<()> {
-        let pattern = if self.port == 22 { self.addr.clone() } else { format!("[{}]:{}", self.addr, self.port) };
+        let pattern =
+            if self.port == 22 { self.addr.clone() } else { format!("[{}]:{}", self.addr, self.port) };
         fs::write(self.dir.join("ssh/known_hosts"), format!("{pattern} {}\n", self.host_key))
     }
 
@@ -439,12 +449,13 @@ pub fn nix_build(expr: &str) -> io::Result<PathBuf> {
     }
 }
 
-/// Create the host directory's layout; `run/` is emptied but for nothing (a fresh boot).
+/// Create the host directory's layout. `run/` starts empty, as after a boot.
 fn prepare_dir(base: &Path, name: &str) -> io::Result<PathBuf> {
     fs::create_dir_all(base.join(name))?;
     let dir = base.join(name).canonicalize()?;
     let text = dir.display().to_string();
-    if SHADOWED.iter().any(|s| dir.starts_with(s)) || text.contains(|c: char| c == ',' || c == ':' || c.is_whitespace())
+    if SHADOWED.iter().any(|s| dir.starts_with(s))
+        || text.contains(|c: char| c == ',' || c == ':' || c.is_whitespace())
     {
         return Err(invalid(format!(
             "test host directory {text}: must not be under {SHADOWED:?} nor contain ',', ':' or whitespace"

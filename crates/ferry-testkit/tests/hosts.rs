@@ -136,7 +136,8 @@ fn switch_goals_services_etc_and_reboot() {
     );
     let b = system(
         &host,
-        r#"name = "b"; pages = { "index.html" = "page B"; }; etc = { "ferry/b.conf" = "b"; "ferry/both" = "B"; };"#,
+        r#"name = "b"; pages = { "index.html" = "page B"; }; etc = { "ferry/b.conf" = "b"; "ferry/both" = "B"; };
+           services = { worker = "exec sleep 1000"; };"#,
     );
     copy(&host, &b);
 
@@ -147,7 +148,10 @@ fn switch_goals_services_etc_and_reboot() {
     assert_eq!(sh(&host, "readlink /boot/default-system"), a);
     assert_eq!(sh(&host, "cat /etc/ferry/a.conf /etc/ferry/both"), "aA");
     assert_eq!(sh(&host, "readlink /etc/ferry/both"), "/etc/static/ferry/both");
-    assert_eq!(sh(&host, "test -f /run/ferry-test/healthy && cat /run/current-system/nixos-version"), "ferry-test-a");
+    assert_eq!(
+        sh(&host, "test -f /run/ferry-test/healthy && cat /run/current-system/nixos-version"),
+        "ferry-test-a"
+    );
     let pid_a = httpd_pid(&host);
 
     // Unchanged services are left alone.
@@ -170,6 +174,7 @@ fn switch_goals_services_etc_and_reboot() {
     ok(ssh(&host, &format!("{a}/bin/switch-to-configuration boot")));
     let out = ok(ssh(&host, &format!("{b}/bin/switch-to-configuration test")));
     assert!(text(&out).contains("restarting service httpd"), "{}", text(&out));
+    assert!(text(&out).contains("starting service worker"), "{}", text(&out));
     assert_eq!(get(&host, "/").1, "page B");
     assert_ne!(httpd_pid(&host), pid_a);
     assert_eq!(sh(&host, "readlink /run/current-system"), b);
@@ -181,13 +186,19 @@ fn switch_goals_services_etc_and_reboot() {
     // Simulated reboot: new boot id, the boot default (a) runs, services started afresh.
     let boot_id = host.boot_id();
     assert!(host.boot_id_simulated());
+    assert_eq!(sh(&host, "cat /proc/sys/kernel/random/boot_id"), boot_id);
+    assert_ne!(std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim(), boot_id);
     let pid_b = httpd_pid(&host);
     let out = ok(ssh(&host, "reboot"));
     assert!(text(&out).contains("simulating a reboot"), "{}", text(&out));
-    wait_until(Duration::from_secs(15), "the host to reboot", || host.boot_id() != boot_id);
+    wait_until(Duration::from_secs(15), "the host to reboot", || {
+        let id = host.boot_id();
+        !id.is_empty() && id != boot_id
+    });
     wait_until(Duration::from_secs(15), "page A after reboot", || get(&host, "/").1 == "page A");
     assert_eq!(sh(&host, "readlink /run/current-system"), a);
     assert_ne!(httpd_pid(&host), pid_b);
+    assert_eq!(sh(&host, "test -e /run/ferry-test/worker.pid || echo 'no worker'"), "no worker");
     assert_eq!(sh(&host, "test -e /etc/ferry/b.conf || cat /etc/ferry/a.conf"), "a");
     wait_until(Duration::from_secs(10), "ssh after reboot", || ssh(&host, "true").status.success());
 }
@@ -241,13 +252,17 @@ fn sshd_stop_start_host_key_and_kill() {
     let old_key = host.host_key().to_string();
     host.regenerate_host_key().unwrap();
     assert_ne!(host.host_key(), old_key);
-    let o = host
-        .ssh_command()
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", old_known_hosts.display()))
-        .arg("true")
-        .output()
-        .unwrap();
+    let options: Vec<String> = host
+        .ssh_options()
+        .into_iter()
+        .map(|o| match o.starts_with("UserKnownHostsFile=") {
+            true => format!("UserKnownHostsFile={}", old_known_hosts.display()),
+            false => o,
+        })
+        .collect();
+    let o =
+        std::process::Command::new("ssh").args(options).arg(host.destination()).arg("true").output().unwrap();
+    assert_eq!(o.status.code(), Some(255), "{}", text(&o));
     assert!(text(&o).contains("HOST IDENTIFICATION HAS CHANGED"), "{}", text(&o));
     ok(ssh(&host, "true"));
 
