@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what ferry needs on a Debian bookworm machine (idempotent): Nix, OpenSSH, build tools.
+# Installs what ferry needs on a Debian bookworm machine (idempotent): Nix, OpenSSH (client for
+# ferry, server for the local test hosts), busybox (test systems), build tools.
 set -euo pipefail
 need=()
 command -v nix-instantiate >/dev/null || need+=(nix-bin)
@@ -7,6 +8,9 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v flock >/dev/null || need+=(util-linux)
 command -v busybox >/dev/null || need+=(busybox-static)
+command -v ssh >/dev/null || need+=(openssh-client)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v nsenter >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq

@@ -232,6 +232,7 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
     let mut settled_since_eval = 0usize;
     let mut last_eval = Duration::from_millis(200);
     let mut stopping = false;
+    let mut stop_reason = "interrupted before it could start";
     let mut delete_deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
     // `--batch N`: changes dispatched in the current batch; the next waits for this one.
     let mut batch_started = 0usize;
@@ -270,6 +271,7 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                             batch_started = 0;
                             if !failed.is_empty() {
                                 stopping = true;
+                                stop_reason = "not started: an earlier batch failed (--batch)";
                                 s.engine.sink.event(EngineEvent::Warning {
                                     message: "a batch failed (--batch): no further batch is started".into(),
                                 });
@@ -347,9 +349,10 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
             }
             if in_flight.is_empty()
                 && !eval_running
-                && queue.is_empty()
-                && deletes.is_empty()
-                && (waiting.is_empty() || settled_since_eval == 0 || stopping)
+                && (stopping
+                    || (queue.is_empty()
+                        && deletes.is_empty()
+                        && (waiting.is_empty() || settled_since_eval == 0)))
             {
                 break;
             }
@@ -411,6 +414,7 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                             failed.insert(name, e);
                             if cfg.fail_fast && !stopping {
                                 stopping = true;
+                                stop_reason = "not started: another resource failed (--fail-fast)";
                                 s.engine.sink.event(EngineEvent::Warning {
                                     message: "a resource failed (--fail-fast): no new work is started".into(),
                                 });
@@ -483,8 +487,8 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
     }
     for (j, why) in queue
         .iter()
-        .map(|j| (j.name.clone(), "interrupted before it could start"))
-        .chain(deletes.iter().map(|j| (j.name.clone(), "interrupted before it could start")))
+        .map(|j| (j.name.clone(), stop_reason))
+        .chain(deletes.iter().map(|j| (j.name.clone(), stop_reason)))
     {
         skipped.insert(j, why.to_string());
     }

@@ -21,7 +21,14 @@
 //!   shims that refuse (a test must never reach the real machine's init);
 //! - addresses are claimed with `flock` on `/tmp/ferry-testhosts/127.0.0.N.lock`, safe across
 //!   test threads and concurrent test binaries; a host leaked by a killed test binary is
-//!   reaped when its address is claimed again.
+//!   reaped when its address is claimed again;
+//! - a *detached* host ([`TestHost::start_detached`], used by the `ferry-testhosts` CLI) outlives
+//!   the process that started it: its anchor runs in its own session and inherits the address
+//!   lock, so the claim lasts as long as the anchor. `run/ferry-testhost/host.json` in its
+//!   directory records it (address, anchor, namespace, identity token), so that another process
+//!   can find it again ([`TestHost::attach`], [`running_hosts`]) and stop it ([`stop_hosts`]).
+//!   Stopping only ever signals processes that are in the recorded namespace *and* see the
+//!   host's identity token in their own `/run/ferry-testhost/id`.
 //!
 //! Architecture invariant: no knowledge of ferry; hosts are driven with `ssh`, `nix` and
 //! `nsenter` like any machine. Needs root.
@@ -46,6 +53,8 @@ pub const HOST_PATH: &str =
 const KIT_DIR: &str = "/run/ferry-testhost";
 const SSHD_CONFIG: &str = "/run/ferry-testhost/sshd_config";
 const SSHD_LOG: &str = "/run/ferry-testhost/sshd.log";
+/// The host's record, relative to its directory (inside its `/run`, so it goes with a "boot").
+const STATE_FILE: &str = "run/ferry-testhost/host.json";
 /// Address claims, shared by every test binary on the machine.
 const CLAIMS_DIR: &str = "/tmp/ferry-testhosts";
 /// Port used when 22 is taken on the loopback address (e.g. by the machine's own sshd on 0.0.0.0).
@@ -84,6 +93,10 @@ pub struct TestHost {
     mnt_ns: String,
     boot_id_simulated: bool,
     claim: Option<AddressClaim>,
+    /// The identity token of this boot of the host (`/run/ferry-testhost/id` inside).
+    token: String,
+    /// Outlives this handle: dropping it does not kill the host.
+    detached: bool,
 }
 
 impl TestHost {
@@ -92,6 +105,31 @@ impl TestHost {
     /// address `127.0.0.N` (N in 10..=250), sets up the namespace and starts sshd, returning
     /// once sshd accepts TCP connections. Port 22 if free on that address, else 2222.
     pub fn start(base: &Path, name: &str) -> io::Result<TestHost> {
+        TestHost::start_with(base, name, false)
+    }
+
+    /// Like [`TestHost::start`], but the host outlives this process: its anchor runs in a
+    /// session of its own and holds the address claim itself. Dropping the returned handle
+    /// leaves the host running; [`TestHost::kill`] (or [`stop_hosts`] from any process) stops
+    /// it. Find it again with [`TestHost::attach`].
+    pub fn start_detached(base: &Path, name: &str) -> io::Result<TestHost> {
+        TestHost::start_with(base, name, true)
+    }
+
+    /// A handle on host `name` of `base` started detached by any process, if it is running
+    /// (its anchor is alive and is the one recorded). The handle is detached: dropping it leaves
+    /// the host running; [`TestHost::kill`] stops it. Does not check sshd
+    /// ([`TestHost::start_sshd`] starts it if needed).
+    pub fn attach(base: &Path, name: &str) -> io::Result<Option<TestHost>> {
+        let dir = base.join(name);
+        if !dir.join(STATE_FILE).exists() {
+            return Ok(None);
+        }
+        let host = TestHost::from_state(&dir)?;
+        Ok(host.running().then_some(host))
+    }
+
+    fn start_with(base: &Path, name: &str, detached: bool) -> io::Result<TestHost> {
         if name.is_empty() || name.contains(|c: char| c == '/' || c.is_whitespace()) {
             return Err(invalid(format!("test host name {name:?}: no '/' or whitespace")));
         }
@@ -122,17 +160,71 @@ impl TestHost {
             mnt_ns: String::new(),
             boot_id_simulated: false,
             claim: Some(claim),
+            token: fs::read_to_string(dir.join("run/ferry-testhost/id"))?.trim().to_string(),
+            detached,
             dir,
         };
         host.write_known_hosts()?;
         host.write_kit_files()?;
-        // From here on, Drop cleans up whatever was started.
-        host.spawn_anchor()?;
-        if let Some(claim) = &host.claim {
-            claim.record(&host)?;
+        // From here on, kill cleans up whatever was started.
+        let started = host.spawn_anchor().and_then(|()| {
+            if let Some(claim) = &host.claim {
+                claim.record(&host)?;
+            }
+            host.write_state()?;
+            host.start_sshd()
+        });
+        if let Err(e) = started {
+            host.kill();
+            return Err(e);
         }
-        host.start_sshd()?;
         Ok(host)
+    }
+
+    /// A detached handle from the record in `dir` (whether or not the host still runs).
+    fn from_state(dir: &Path) -> io::Result<TestHost> {
+        let dir = dir.canonicalize()?;
+        let path = dir.join(STATE_FILE);
+        let state: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path)?)
+            .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        let field = |k: &str| {
+            state[k]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| io::Error::other(format!("{}: no {k}", path.display())))
+        };
+        let number = |k: &str| {
+            state[k].as_u64().ok_or_else(|| io::Error::other(format!("{}: no {k}", path.display())))
+        };
+        let ssh = dir.join("ssh");
+        let client_key = ssh.join("client_key");
+        Ok(TestHost {
+            name: field("name")?,
+            addr: field("addr")?,
+            port: u16::try_from(number("port")?).map_err(io::Error::other)?,
+            host_key: public_key(&ssh.join("ssh_host_ed25519_key"))?,
+            client_pubkey: public_key(&client_key)?,
+            client_key,
+            anchor: None,
+            anchor_pid: u32::try_from(number("anchorPid")?).map_err(io::Error::other)?,
+            mnt_ns: field("mntNs")?,
+            boot_id_simulated: state["bootIdSimulated"].as_bool().unwrap_or(false),
+            claim: None,
+            token: field("token")?,
+            detached: true,
+            dir,
+        })
+    }
+
+    /// Whether the host's anchor is alive (for a handle from [`TestHost::attach`]: still the
+    /// recorded one).
+    pub fn running(&self) -> bool {
+        !self.mnt_ns.is_empty() && self.in_namespace(self.anchor_pid as i32) && self.owns(self.anchor_pid)
+    }
+
+    /// Whether dropping this handle leaves the host running.
+    pub fn is_detached(&self) -> bool {
+        self.detached
     }
 
     /// The name given to [`TestHost::start`].
@@ -302,18 +394,32 @@ impl TestHost {
     }
 
     /// Kill every process of the host (whatever runs in its mount namespace: sshd, sessions,
-    /// services), then the anchor, and release the address. Idempotent; also done on drop.
+    /// services), then the anchor, and release the address. Idempotent; also done on drop
+    /// unless the host is detached.
     pub fn kill(&mut self) {
         if let Some(mut anchor) = self.anchor.take() {
+            // Our own child anchors the namespace: its id cannot have been reused.
             if !self.mnt_ns.is_empty() {
                 kill_namespace(&self.mnt_ns, &|pid| pid != self.anchor_pid);
             }
             let _ = anchor.kill();
             let _ = anchor.wait();
+        } else if !self.mnt_ns.is_empty() && !self.token.is_empty() {
+            // Another process's host (attached): the anchor too, and only processes showing
+            // this boot's token, in case the namespace is gone and its id reused.
+            let token = self.token.clone();
+            kill_namespace(&self.mnt_ns, &|pid| owned_by(pid, &token));
         }
-        if let Some(claim) = self.claim.take() {
-            claim.release();
+        match self.claim.take() {
+            Some(claim) => claim.release(),
+            // The anchor held the lock: drop the record if the address is still ours.
+            None if !self.mnt_ns.is_empty() => release_record(&self.addr, &self.token),
+            None => {}
         }
+        if self.detached {
+            let _ = fs::remove_file(self.dir.join(STATE_FILE));
+        }
+        self.mnt_ns.clear();
     }
 
     /// A command run inside the namespace, with the session environment of the host.
@@ -322,6 +428,11 @@ impl TestHost {
         c.arg("-t").arg(self.anchor_pid.to_string()).arg("-m").arg("--").args(argv);
         c.env("PATH", HOST_PATH).env("HOME", "/root");
         c
+    }
+
+    /// Whether process `pid` sees this boot of the host's identity token.
+    fn owns(&self, pid: u32) -> bool {
+        !self.token.is_empty() && owned_by(pid, &self.token)
     }
 
     fn in_namespace(&self, pid: i32) -> bool {
@@ -338,6 +449,21 @@ impl TestHost {
         let log = fs::read_to_string(self.dir.join("run/ferry-testhost/sshd.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// `run/ferry-testhost/host.json`: what [`TestHost::attach`] and [`stop_hosts`] need.
+    fn write_state(&self) -> io::Result<()> {
+        let state = serde_json::json!({
+            "name": self.name,
+            "addr": self.addr,
+            "port": self.port,
+            "anchorPid": self.anchor_pid,
+            "mntNs": self.mnt_ns,
+            "token": self.token,
+            "bootIdSimulated": self.boot_id_simulated,
+            "detached": self.detached,
+        });
+        fs::write(self.dir.join(STATE_FILE), format!("{state:#}\n"))
     }
 
     fn write_known_hosts(&self) -> io::Result<()> {
@@ -383,13 +509,35 @@ impl TestHost {
 
     fn spawn_anchor(&mut self) -> io::Result<()> {
         let log = File::create(self.dir.join("anchor.log"))?;
-        let mut child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c", ANCHOR_SCRIPT, "sh"])
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c", ANCHOR_SCRIPT, "sh"])
             .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()?;
+            .stderr(log);
+        if self.detached {
+            // A session of its own (no signal from our terminal reaches it), and the address
+            // lock: the anchor (unshare, then sh, then sleep: one process) inherits the locked
+            // descriptor, so the claim lasts exactly as long as the anchor.
+            let lock = self.claim.as_ref().map(|c| c.lock.as_raw_fd());
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls (setsid, fcntl) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setsid() == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    if let Some(fd) = lock {
+                        let flags = libc::fcntl(fd, libc::F_GETFD);
+                        if flags == -1 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1 {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn()?;
         self.anchor_pid = child.id();
         let stdout = child.stdout.take().expect("piped stdout");
         self.anchor = Some(child);
@@ -419,8 +567,66 @@ impl TestHost {
 
 impl Drop for TestHost {
     fn drop(&mut self) {
-        self.kill();
+        if !self.detached {
+            self.kill();
+        }
     }
+}
+
+/// The running hosts of `base` (its subdirectories recording a live host, see
+/// [`TestHost::attach`]), sorted by name. Detached handles: dropping them changes nothing.
+pub fn running_hosts(base: &Path) -> io::Result<Vec<TestHost>> {
+    let mut hosts = vec![];
+    for name in host_names(base)? {
+        // An unreadable record is no running host.
+        if let Ok(Some(h)) = TestHost::attach(base, &name) {
+            hosts.push(h);
+        }
+    }
+    Ok(hosts)
+}
+
+/// Stop every host recorded in `base` (running or left over): kill each one's processes (only
+/// processes in its recorded namespace that see its identity token), release its address and
+/// remove its record. Returns the names of the hosts that were running.
+pub fn stop_hosts(base: &Path) -> io::Result<Vec<String>> {
+    let mut stopped = vec![];
+    let mut unreadable = vec![];
+    for name in host_names(base)? {
+        match TestHost::from_state(&base.join(&name)) {
+            Ok(mut host) => {
+                if host.running() {
+                    stopped.push(name);
+                }
+                host.kill();
+            }
+            Err(e) => unreadable.push(format!("{name}: {e}")),
+        }
+    }
+    match unreadable.is_empty() {
+        true => Ok(stopped),
+        false => Err(io::Error::other(format!("unreadable host records: {}", unreadable.join("; ")))),
+    }
+}
+
+/// Names of the subdirectories of `base` that hold a host record, sorted.
+fn host_names(base: &Path) -> io::Result<Vec<String>> {
+    let mut names = vec![];
+    let entries = match fs::read_dir(base) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(names),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.path().join(STATE_FILE).is_file() {
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// The test package set: `import (test_systems_nix()) { }` gives `busybox`, `mkSystem`,
@@ -483,8 +689,8 @@ fn prepare_dir(base: &Path, name: &str) -> io::Result<PathBuf> {
 struct AddressClaim {
     addr: String,
     port: u16,
-    /// Holds the lock (closing it releases the address).
-    _lock: File,
+    /// Holds the lock (closing it releases the address; a detached host's anchor inherits it).
+    lock: File,
     /// Who holds the address (host identity token, mount namespace): lets the next claimer
     /// reap a host whose test binary died without dropping it.
     record: PathBuf,
@@ -517,7 +723,7 @@ impl AddressClaim {
             } else {
                 continue;
             };
-            return Ok(AddressClaim { addr, port, _lock: lock, record });
+            return Ok(AddressClaim { addr, port, lock, record });
         }
         Err(io::Error::other("no free test host address in 127.0.0.10-250"))
     }
@@ -539,12 +745,32 @@ fn reap_stale(record: &Path) {
     let Ok(text) = fs::read_to_string(record) else { return };
     let mut lines = text.lines();
     if let (Some(token), Some(ns)) = (lines.next(), lines.next()) {
-        let ours = |pid: u32| {
-            fs::read_to_string(format!("/proc/{pid}/root{KIT_DIR}/id")).is_ok_and(|t| t.trim() == token)
-        };
-        kill_namespace(ns, &ours);
+        kill_namespace(ns, &|pid| owned_by(pid, token));
     }
     let _ = fs::remove_file(record);
+}
+
+/// Whether process `pid` sees identity token `token` in its own `/run/ferry-testhost/id`.
+fn owned_by(pid: u32, token: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/root{KIT_DIR}/id")).is_ok_and(|t| t.trim() == token)
+}
+
+/// Remove the claim record of `addr` if it still names the host with `token` and the address is
+/// free (its lock can be taken: no new claimer raced in).
+fn release_record(addr: &str, token: &str) {
+    let Ok(lock) =
+        OpenOptions::new().read(true).write(true).open(Path::new(CLAIMS_DIR).join(format!("{addr}.lock")))
+    else {
+        return;
+    };
+    // SAFETY: flock on a descriptor we own; closing it (drop) unlocks.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return;
+    }
+    let record = Path::new(CLAIMS_DIR).join(format!("{addr}.host"));
+    if fs::read_to_string(&record).is_ok_and(|t| t.lines().next() == Some(token)) {
+        let _ = fs::remove_file(record);
+    }
 }
 
 /// SIGKILL every process of mount namespace `ns` accepted by `select`, until none is left.
