@@ -48,6 +48,9 @@ pub struct GlobalArgs {
         global = true
     )]
     pub nix_option: Vec<String>,
+    /// Builds Nix runs at once (`--option max-jobs N` for every Nix invocation).
+    #[arg(long = "max-jobs", value_name = "N", global = true)]
+    pub max_jobs: Option<u64>,
     /// Pass `--show-trace` to Nix.
     #[arg(long = "show-trace", global = true)]
     pub show_trace: bool,
@@ -60,7 +63,8 @@ pub struct GlobalArgs {
     /// Default timeout of one provider call [default: 600].
     #[arg(long = "timeout", value_name = "SECONDS", global = true)]
     pub timeout: Option<u64>,
-    /// Parallel provider calls [default: number of CPUs × 2].
+    /// Parallel provider calls [default: 16, or CPUs × 2 if more]; machines have their own
+    /// copy/activation limits (--copy-jobs, --activate-jobs).
     #[arg(
         short = 'j',
         long = "jobs",
@@ -310,7 +314,7 @@ impl GlobalArgs {
         };
         let jobs = match self.jobs {
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-            None => std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            None => std::thread::available_parallelism().map_or(16, |n| (n.get() * 2).max(16)),
         };
         Resolved {
             file,
@@ -323,6 +327,7 @@ impl GlobalArgs {
                 .chain(
                     self.nix_option.chunks(2).map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default())),
                 )
+                .chain(self.max_jobs.map(|n| ("max-jobs".to_string(), n.to_string())))
                 .collect(),
             show_trace: self.show_trace,
             timings: self.timings,

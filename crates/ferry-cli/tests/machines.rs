@@ -36,7 +36,8 @@ impl<'a> M<'a> {
 }
 
 fn deployment(ms: &[M]) -> String {
-    let mut s = format!("{{ resources, ... }}:\nlet t = import {} {{ }}; in {{\n", test_systems_nix().display());
+    let mut s =
+        format!("{{ resources, ... }}:\nlet t = import {} {{ }}; in {{\n", test_systems_nix().display());
     for m in ms {
         s += &format!(
             r#"  resources.{name} = {{
@@ -108,7 +109,9 @@ fn httpd_pid(h: &TestHost) -> String {
 
 fn http_get(addr: &str, port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&format!("{addr}:{port}").parse().ok()?, Duration::from_secs(3)).ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&format!("{addr}:{port}").parse().ok()?, Duration::from_secs(3))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut b = String::new();
@@ -248,7 +251,12 @@ fn keys_have_owner_and_mode_never_enter_a_store_and_removed_keys_go() {
         // Neither the deployer's store nor the host's.
         for store in [Path::new("/nix/store").to_path_buf(), h.dir().join("nix/store")] {
             let g = std::process::Command::new("grep").args(["-rlF", secret]).arg(&store).output().unwrap();
-            assert!(g.stdout.is_empty(), "{secret} found in {}: {}", store.display(), String::from_utf8_lossy(&g.stdout));
+            assert!(
+                g.stdout.is_empty(),
+                "{secret} found in {}: {}",
+                store.display(),
+                String::from_utf8_lossy(&g.stdout)
+            );
         }
     }
     // A key deleted on the host (a reboot empties /run/keys) is drift, and apply restores it.
@@ -284,7 +292,9 @@ fn failed_activation_rolls_back() {
     sb.deployment(&deployment(&[M::new("m", h).system(r#"pages."index.html" = "good";"#)]));
     apply(&sb, &[]).ok();
     let good = current(h);
-    sb.deployment(&deployment(&[M::new("m", h).system(r#"pages."index.html" = "bad"; failActivation = true;"#)]));
+    sb.deployment(&deployment(&[
+        M::new("m", h).system(r#"pages."index.html" = "bad"; failActivation = true;"#)
+    ]));
     let r = sb.ferry(&["apply", "--yes"]).expect(1);
     assert!(r.all().contains("activation (switch) failed") && r.all().contains("rolled back"), "{}", r.all());
     assert_eq!(current(h), good);
@@ -329,7 +339,9 @@ fn activation_that_kills_sshd_is_undone_by_magic_rollback() {
     sb.deployment(&deployment(&[M::new("m", h).system(r#"pages."index.html" = "reachable";"#)]));
     apply(&sb, &[]).ok();
     let good = current(h);
-    sb.deployment(&deployment(&[M::new("m", h).system(r#"pages."index.html" = "locked out"; killSshd = true;"#)]));
+    sb.deployment(&deployment(&[
+        M::new("m", h).system(r#"pages."index.html" = "locked out"; killSshd = true;"#)
+    ]));
     let r = sb.ferry(&["apply", "--yes"]).expect(1);
     assert!(r.all().contains("could not confirm"), "{}", r.all());
     assert!(r.all().contains("rolled itself back"), "{}", r.all());
@@ -456,14 +468,17 @@ fn kill_9_during_copy_then_reapply_converges() {
     let sb = Sandbox::new(BIN);
     let hs = hosts(&sb, &["c"]);
     let h = &hs[0];
-    let blobs = "extraPaths = builtins.genList (i: t.mkBlob { name = \"blob-${toString i}\"; sizeKiB = 8192; }) 12;";
+    let blobs =
+        "extraPaths = builtins.genList (i: t.mkBlob { name = \"blob-${toString i}\"; sizeKiB = 8192; }) 12;";
     sb.deployment(&deployment(&[M::new("m", h).system(blobs)]));
     // Build first so the kill lands in the copy, not in the build.
     sb.ferry(&["plan"]).ok();
     let mut child = sb.spawn(&["apply", "--yes", "--log-format", "json"]);
     let store = h.dir().join("nix/store");
     wait_until(Duration::from_secs(120), "the copy to start", || {
-        std::fs::read_dir(&store).map(|d| d.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().contains("blob-"))).unwrap_or(false)
+        std::fs::read_dir(&store)
+            .map(|d| d.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().contains("blob-")))
+            .unwrap_or(false)
     });
     ferry_testkit::kill9(&mut child);
     let r = sb.ferry(&["apply", "--yes"]).ok();
@@ -472,4 +487,23 @@ fn kill_9_during_copy_then_reapply_converges() {
     assert_eq!(current(h), profile(h));
     assert_eq!(ferry_testkit::sqlite_integrity(&sb.state_path()), "ok");
     sb.ferry(&["apply", "--yes"]).ok().says("No changes");
+}
+
+#[test]
+fn build_on_target_builds_there_and_not_on_the_deployer() {
+    let sb = Sandbox::new(BIN);
+    let hs = hosts(&sb, &["t"]);
+    let h = &hs[0];
+    // A system no other test builds (the page names this sandbox).
+    let nonce = sb.path().file_name().unwrap().to_string_lossy().to_string();
+    sb.deployment(&deployment(&[M::new("m", h)
+        .system(&format!(r#"pages."index.html" = "built on the target {nonce}";"#))
+        .inputs(r#"buildOn = "target";"#)]));
+    let r = apply(&sb, &[]).ok();
+    assert!(phases(&r, "m").contains(&"build".to_string()));
+    let system = current(h);
+    assert!(system.starts_with("/nix/store/"), "{system}");
+    assert!(!Path::new(&system).exists(), "the deployer must not have built {system}");
+    assert!(h.dir().join(system.trim_start_matches('/')).exists());
+    assert!(http_get(h.addr(), 8080, "/").unwrap().contains(&nonce));
 }

@@ -118,7 +118,8 @@ impl Registry {
                 }
             }
         });
-        let client = Arc::new(ProviderClient::start(cmd.clone(), self.handshake_timeout, &self.options, events)?);
+        let client =
+            Arc::new(ProviderClient::start(cmd.clone(), self.handshake_timeout, &self.options, events)?);
         clients.insert(cmd.clone(), Arc::clone(&client));
         Ok(client)
     }

@@ -274,7 +274,10 @@ impl Engine {
         let result = s.registry.call(&kind.command, call, timeout);
         let outcome = match result {
             Ok(v) => serde_json::from_value::<ferry_protocol::ActionResult>(v).map_err(|e| {
-                EngineError::Provider(format!("provider {} sent a malformed action result: {e}", kind.command.label))
+                EngineError::Provider(format!(
+                    "provider {} sent a malformed action result: {e}",
+                    kind.command.label
+                ))
             }),
             Err(e) => Err(EngineError::Provider(s.redactor.text(&planner::describe(&e, &kind)))),
         };

@@ -1,8 +1,8 @@
 //! Wire types of protocol v1. Field names are camelCase on the wire.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// A JSON object (inputs or outputs of a resource).
 pub type Object = Map<String, Value>;

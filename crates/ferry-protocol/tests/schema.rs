@@ -118,8 +118,11 @@ fn sample_requests() -> Vec<Request> {
             kind: "value".into(),
             resource: "c".into(),
             inputs: obj(json!({"start": 2})),
-            context: [("/nix/store/00000000000000000000000000000000-x.drv".to_string(), vec!["out".to_string()])]
-                .into(),
+            context: [(
+                "/nix/store/00000000000000000000000000000000-x.drv".to_string(),
+                vec!["out".to_string()],
+            )]
+            .into(),
         }),
         Call::Read(ReadParams {
             kind: "value".into(),

@@ -23,7 +23,12 @@ struct State {
 impl Builder {
     /// Realise `targets` (`drv!out` or store paths) so that every path in `wanted` is valid.
     /// `nix_args` are passed to `nix-store`.
-    pub fn build(&self, targets: Vec<String>, wanted: Vec<String>, nix_args: &[String]) -> Result<(), String> {
+    pub fn build(
+        &self,
+        targets: Vec<String>,
+        wanted: Vec<String>,
+        nix_args: &[String],
+    ) -> Result<(), String> {
         let (tx, rx) = channel();
         let lead = {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -27,10 +27,7 @@ pub fn run_all(conn: &Connection, checks: &[Check], progress: &dyn Fn(String)) -
             }
         }
         if !passed {
-            return Err(format!(
-                "health check {what} failed after {} attempt(s): {last}",
-                c.retries + 1
-            ));
+            return Err(format!("health check {what} failed after {} attempt(s): {last}", c.retries + 1));
         }
     }
     Ok(())

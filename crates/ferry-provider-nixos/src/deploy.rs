@@ -90,7 +90,14 @@ impl Remote {
         }
     }
 
-    fn run(&self, what: &str, mode: &str, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Result<String, SshError> {
+    fn run(
+        &self,
+        what: &str,
+        mode: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<String, SshError> {
         self.conn.run(what, &self.line(mode, args), stdin, timeout)
     }
 
@@ -106,7 +113,12 @@ impl Remote {
         );
         let out = self
             .conn
-            .run("probing the host", &self.privileged(&inner), Some(SCRIPT.as_bytes()), Duration::from_secs(60))
+            .run(
+                "probing the host",
+                &self.privileged(&inner),
+                Some(SCRIPT.as_bytes()),
+                Duration::from_secs(60),
+            )
             .map_err(ssh_err)?;
         Ok(Probe::parse(&out))
     }
@@ -152,8 +164,8 @@ fn generation(link: &str) -> Option<u64> {
 
 fn kv(out: &str, key: &str) -> String {
     out.lines()
-        .filter_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
         .unwrap_or_default()
         .to_string()
 }
@@ -182,7 +194,12 @@ fn key_content(name: &str, k: &Key) -> Result<Vec<u8>, ProviderError> {
     Ok(out.stdout)
 }
 
-fn upload_keys(r: &Remote, m: &Machine, which: Option<UploadAt>, cx: &CallContext) -> Result<(), ProviderError> {
+fn upload_keys(
+    r: &Remote,
+    m: &Machine,
+    which: Option<UploadAt>,
+    cx: &CallContext,
+) -> Result<(), ProviderError> {
     for (name, k) in &m.keys {
         if which.is_some_and(|w| w != k.upload_at) {
             continue;
@@ -230,7 +247,13 @@ fn outputs(m: &Machine, r: &Remote, system: &str, link: &str, boot: &str) -> Obj
 fn build_targets(context: &BTreeMap<String, Vec<String>>) -> Vec<String> {
     context
         .iter()
-        .map(|(p, outs)| if p.ends_with(".drv") && !outs.is_empty() { format!("{p}!{}", outs.join(",")) } else { p.clone() })
+        .map(|(p, outs)| {
+            if p.ends_with(".drv") && !outs.is_empty() {
+                format!("{p}!{}", outs.join(","))
+            } else {
+                p.clone()
+            }
+        })
         .collect()
 }
 
@@ -256,7 +279,13 @@ fn run_local(mut c: Command, what: &str) -> Result<String, ProviderError> {
 
 /// Copy the closure of `paths` to the host: only the missing ones, through the shared
 /// connection. Returns (paths copied, bytes).
-fn copy(p: &NixosProvider, r: &Remote, m: &Machine, paths: &[String], cx: &CallContext) -> Result<(usize, u64), ProviderError> {
+fn copy(
+    p: &NixosProvider,
+    r: &Remote,
+    m: &Machine,
+    paths: &[String],
+    cx: &CallContext,
+) -> Result<(usize, u64), ProviderError> {
     let closure = run_local(
         {
             let mut c = nix("nix-store", p);
@@ -385,7 +414,12 @@ pub fn deploy(
                     words.extend(["--option".into(), "substitute".into(), "true".into()]);
                 }
                 r.conn
-                    .run("building on the target", &r.privileged(&command_line(&words)), None, Duration::from_secs(6 * 3600))
+                    .run(
+                        "building on the target",
+                        &r.privileged(&command_line(&words)),
+                        None,
+                        Duration::from_secs(6 * 3600),
+                    )
                     .map_err(ssh_err)?;
             }
         }
@@ -406,10 +440,8 @@ pub fn deploy(
         let token = random_token();
         let magic = m.magic_timeout();
         let onfail = if m.rollback.on_failure { "1" } else { "0" };
-        let line = r.line(
-            "activate",
-            &[&m.system, &m.profile, m.goal.as_str(), &magic.to_string(), onfail, &token],
-        );
+        let line =
+            r.line("activate", &[&m.system, &m.profile, m.goal.as_str(), &magic.to_string(), onfail, &token]);
         let out = r
             .conn
             .output(r.conn.command(&line), "activation", None, Duration::from_secs(m.activation_timeout))
@@ -501,7 +533,12 @@ fn confirm(r: &Remote, m: &Machine, token: &str, magic: u64, cx: &CallContext) -
     let mut last = String::new();
     while started.elapsed() < Duration::from_secs(magic) {
         let remaining = Duration::from_secs(magic).saturating_sub(started.elapsed());
-        match r.conn.output(r.conn.fresh_command(&rm, connect), "confirmation", None, remaining.max(Duration::from_secs(1))) {
+        match r.conn.output(
+            r.conn.fresh_command(&rm, connect),
+            "confirmation",
+            None,
+            remaining.max(Duration::from_secs(1)),
+        ) {
             Ok(o) if o.status.success() => return Ok(()),
             Ok(o) if o.status.code() == Some(255) => {
                 last = r.conn.classify(&String::from_utf8_lossy(&o.stderr), "confirmation").to_string();
@@ -532,7 +569,9 @@ fn confirm(r: &Remote, m: &Machine, token: &str, magic: u64, cx: &CallContext) -
             }
             Err(_) => {
                 if let Ok(fresh) = Remote::open(m, Some(r.conn.host_key().to_string())) {
-                    if let Ok(v) = fresh.conn.run("checking the rollback", &check, None, Duration::from_secs(15)) {
+                    if let Ok(v) =
+                        fresh.conn.run("checking the rollback", &check, None, Duration::from_secs(15))
+                    {
                         verdict = v.trim().to_string();
                         if verdict != "unknown" {
                             break;
@@ -654,7 +693,8 @@ pub fn action(p: &NixosProvider, a: &ActionParams, cx: &CallContext) -> Result<A
     let long = Duration::from_secs(m.activation_timeout);
     match a.action.as_str() {
         "generations" => {
-            let out = r.run("listing generations", "generations", &[&m.profile], None, long).map_err(ssh_err)?;
+            let out =
+                r.run("listing generations", "generations", &[&m.profile], None, long).map_err(ssh_err)?;
             Ok(ActionResult { outputs: None, message: Some(out.trim_end().to_string()) })
         }
         "rollback" => {
@@ -701,7 +741,13 @@ pub fn action(p: &NixosProvider, a: &ActionParams, cx: &CallContext) -> Result<A
     }
 }
 
-fn reboot(r: &Remote, m: &Machine, before: &crate::deploy::Probe, a: &ActionParams, cx: &CallContext) -> Result<ActionResult, ProviderError> {
+fn reboot(
+    r: &Remote,
+    m: &Machine,
+    before: &crate::deploy::Probe,
+    a: &ActionParams,
+    cx: &CallContext,
+) -> Result<ActionResult, ProviderError> {
     let wait = a.args.get("timeout").and_then(Value::as_u64).unwrap_or(300);
     cx.progress("reboot", "rebooting");
     // The system's own reboot (NixOS: /run/current-system/sw/bin/reboot), detached so the

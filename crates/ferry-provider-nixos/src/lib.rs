@@ -128,7 +128,11 @@ fn unknown_kind(kind: &str) -> ProviderError {
 
 impl Provider for NixosProvider {
     fn info(&self) -> ProviderInfo {
-        ProviderInfo { name: "nixos".into(), version: env!("CARGO_PKG_VERSION").into(), kinds: vec![schema::machine()] }
+        ProviderInfo {
+            name: "nixos".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            kinds: vec![schema::machine()],
+        }
     }
 
     fn configure(&self, options: &Object) {
@@ -139,7 +143,8 @@ impl Provider for NixosProvider {
         if p.kind != "machine" {
             return Err(unknown_kind(&p.kind));
         }
-        deploy::deploy(self, &p.resource, &p.inputs, None, &p.context, cx).map(|outputs| OutputsResult { outputs })
+        deploy::deploy(self, &p.resource, &p.inputs, None, &p.context, cx)
+            .map(|outputs| OutputsResult { outputs })
     }
 
     fn update(&self, p: UpdateParams, cx: &CallContext) -> Result<OutputsResult, ProviderError> {

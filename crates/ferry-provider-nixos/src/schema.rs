@@ -95,12 +95,18 @@ pub fn machine() -> KindSchema {
         output_names_input: None,
         operations: vec![Operation::Create, Operation::Read, Operation::Update, Operation::Delete],
         actions: vec![
-            ActionSchema { name: "generations".into(), description: "list the system profile's generations".into() },
+            ActionSchema {
+                name: "generations".into(),
+                description: "list the system profile's generations".into(),
+            },
             ActionSchema {
                 name: "rollback".into(),
                 description: "switch to the previous generation (args: {to: N})".into(),
             },
-            ActionSchema { name: "gc".into(), description: "delete all but the newest {keep: N} generations, collect garbage".into() },
+            ActionSchema {
+                name: "gc".into(),
+                description: "delete all but the newest {keep: N} generations, collect garbage".into(),
+            },
             ActionSchema { name: "reboot".into(), description: "reboot and wait for the new boot id".into() },
             ActionSchema { name: "upload-keys".into(), description: "upload every key again".into() },
         ],
@@ -358,13 +364,17 @@ impl Machine {
             }
             if let Some(u) = &c.http {
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
-                    return bad(format!("healthChecks[{i}].http must be an http:// or https:// URL (got {u:?})"));
+                    return bad(format!(
+                        "healthChecks[{i}].http must be an http:// or https:// URL (got {u:?})"
+                    ));
                 }
             }
         }
         if let Some(k) = &m.host_key {
             if ferry_ssh::normalise_host_key(k).is_none() {
-                return bad(format!("`hostKey` is not a public key line like `ssh-ed25519 AAAA…` (got {k:?})"));
+                return bad(format!(
+                    "`hostKey` is not a public key line like `ssh-ed25519 AAAA…` (got {k:?})"
+                ));
             }
         }
         Ok(m)

@@ -298,10 +298,7 @@ impl Connection {
         o(format!("HostKeyAlias={ALIAS}"));
         o(format!("UserKnownHostsFile={}", self.dir.path().join("known_hosts").display()));
         o("GlobalKnownHostsFile=/dev/null".into());
-        o(format!(
-            "StrictHostKeyChecking={}",
-            if t.host_key.is_some() { "yes" } else { "accept-new" }
-        ));
+        o(format!("StrictHostKeyChecking={}", if t.host_key.is_some() { "yes" } else { "accept-new" }));
         o("HashKnownHosts=no".into());
         o("UpdateHostKeys=no".into());
         o("CheckHostIP=no".into());
@@ -350,7 +347,9 @@ impl Connection {
             cmd.process_group(0);
         }
         let mut child = cmd.spawn().map_err(|e| {
-            SshError::Local(format!("cannot run ssh: {e} (install the OpenSSH client: apt-get install openssh-client)"))
+            SshError::Local(format!(
+                "cannot run ssh: {e} (install the OpenSSH client: apt-get install openssh-client)"
+            ))
         })?;
         let deadline = Instant::now() + Duration::from_secs(self.target.connect_timeout.max(1) + 20);
         loop {
@@ -377,7 +376,8 @@ impl Connection {
     /// Turn ssh's stderr (exit 255) into an error.
     pub fn classify(&self, stderr: &str, what: &str) -> SshError {
         let host = self.target.display();
-        if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || stderr.contains("Host key verification failed")
+        if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+            || stderr.contains("Host key verification failed")
         {
             let offered = stderr
                 .lines()
@@ -468,7 +468,13 @@ impl Connection {
 
     /// Run `remote`, feeding `stdin`, and wait up to `timeout`. Exit 255 is a connection error;
     /// other non-zero exits are [`SshError::Failed`].
-    pub fn run(&self, what: &str, remote: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<String, SshError> {
+    pub fn run(
+        &self,
+        what: &str,
+        remote: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<String, SshError> {
         let out = self.output(self.command(remote), what, stdin, timeout)?;
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
@@ -486,7 +492,13 @@ impl Connection {
     }
 
     /// Run a prepared command with a timeout, returning its output whatever the exit status.
-    pub fn output(&self, mut cmd: Command, what: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, SshError> {
+    pub fn output(
+        &self,
+        mut cmd: Command,
+        what: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, SshError> {
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -626,7 +638,9 @@ mod tests {
     fn identity_from_input_tells_material_from_paths() {
         assert!(matches!(Identity::from_input("/root/.ssh/id_ed25519"), Identity::File(_)));
         assert!(matches!(
-            Identity::from_input("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"),
+            Identity::from_input(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
+            ),
             Identity::Key(_)
         ));
         let t = Target { identity: Some(Identity::Key("secret".into())), ..Target::new("h") };

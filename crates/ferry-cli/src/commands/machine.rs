@@ -53,7 +53,8 @@ fn machines(ctx: &Context) -> anyhow::Result<Vec<ResourceRecord>> {
 /// The SSH target of a recorded machine; its host key must be pinned or recorded.
 fn target_of(rec: &ResourceRecord) -> anyhow::Result<Target> {
     let s = |o: &ferry_protocol::Object, k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
-    let host = s(&rec.inputs, "host").with_context(|| format!("machine `{}` has no recorded host", rec.name))?;
+    let host =
+        s(&rec.inputs, "host").with_context(|| format!("machine `{}` has no recorded host", rec.name))?;
     let host_key = s(&rec.inputs, "hostKey").or_else(|| s(&rec.outputs, "hostKey")).filter(|k| !k.is_empty());
     let Some(host_key) = host_key else {
         anyhow::bail!(
@@ -94,10 +95,15 @@ pub fn ssh(ctx: &Context, name: &str, command: &[String]) -> anyhow::Result<Outc
 
 pub fn exec(ctx: &Context, on: Option<&str>, parallel: usize, command: &[String]) -> anyhow::Result<Outcome> {
     let sel = on.map(Selection::parse).transpose().map_err(usage)?;
-    let chosen: Vec<ResourceRecord> =
-        machines(ctx)?.into_iter().filter(|r| sel.as_ref().is_none_or(|s| s.matches(&r.name, &r.tags))).collect();
+    let chosen: Vec<ResourceRecord> = machines(ctx)?
+        .into_iter()
+        .filter(|r| sel.as_ref().is_none_or(|s| s.matches(&r.name, &r.tags)))
+        .collect();
     if chosen.is_empty() {
-        anyhow::bail!("no recorded machine matches {}", on.map_or("(all)".to_string(), |s| format!("--on {s}")));
+        anyhow::bail!(
+            "no recorded machine matches {}",
+            on.map_or("(all)".to_string(), |s| format!("--on {s}"))
+        );
     }
     let remote = command.join(" ");
     let width = chosen.iter().map(|r| r.name.len()).max().unwrap_or(0);

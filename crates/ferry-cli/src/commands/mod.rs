@@ -135,12 +135,8 @@ impl Context {
         if let Some(n) = r.activate_jobs {
             o.insert("activateJobs".into(), n.into());
         }
-        let nix: Vec<serde_json::Value> = self
-            .opts
-            .nix_options
-            .iter()
-            .map(|(k, v)| serde_json::json!([k, v]))
-            .collect();
+        let nix: Vec<serde_json::Value> =
+            self.opts.nix_options.iter().map(|(k, v)| serde_json::json!([k, v])).collect();
         o.insert("nixOptions".into(), nix.into());
         o
     }
