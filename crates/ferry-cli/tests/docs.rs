@@ -7,7 +7,7 @@
 //!   version. A `nix` block without that line fails the test: every deployment shown must run.
 //! - A ` ```console ` block is a shell session. Each `$ COMMAND` line runs with `sh -c` in the
 //!   sandbox, with `ferry` on `PATH` resolving to the binary under test (and the example
-//!   provider `ferry-provider-counter`, built on demand), `NO_COLOR=1`,
+//!   provider `ferry-provider-counter` when the page mentions it, built on demand), `NO_COLOR=1`,
 //!   `FERRY_NIX_OPTIONS=substituters=` and stdin from `/dev/null`. Its exit status must be 0,
 //!   or N when the line ends with the comment `# exit N`.
 //! - The lines after a command, up to the next `$` line, are its expected output: each must
@@ -15,7 +15,12 @@
 //!   spaces ignored). A line that is just `...` elides output; `...` inside a line matches any
 //!   text (for timestamps, hashes, ports). Blank lines are ignored.
 //! - Everywhere (files, commands, expected output) the placeholder directory `/tmp/ferry-guide`
-//!   stands for the sandbox, so the guide reads as if run in `/tmp/ferry-guide`.
+//!   stands for the sandbox, so the guide reads as if run in `/tmp/ferry-guide`, and
+//!   `/path/to/ferry` stands for this repository's root (so a page can import
+//!   `/path/to/ferry/crates/ferry-testkit/nix`, the test systems).
+//! - A page that mentions `ferry-testhosts` gets it on `PATH` too (built on demand, like the
+//!   counter provider). Every `ferry-testhosts up --dir DIR …` it runs is undone by
+//!   `ferry-testhosts down --dir DIR` when the page ends, whether it passed or failed.
 //! - Other fences (` ```sh ` for install steps, ` ```text `, ` ```json `) are not run.
 //!
 //! Also checked: every relative link in `docs/README.md` and `docs/guide/*.md` names a file
@@ -30,9 +35,19 @@ use ferry_testkit::Sandbox;
 /// The directory the guide's examples pretend to run in.
 const PLACEHOLDER: &str = "/tmp/ferry-guide";
 
+/// Stands for the repository's root in the guide.
+const REPO_PLACEHOLDER: &str = "/path/to/ferry";
+
 /// The pages with a test below; a new page must be added here.
-const PAGES: &[&str] =
-    &["getting-started.md", "deployments.md", "local-provider.md", "state.md", "cli.md", "providers.md"];
+const PAGES: &[&str] = &[
+    "getting-started.md",
+    "deployments.md",
+    "local-provider.md",
+    "machines.md",
+    "state.md",
+    "cli.md",
+    "providers.md",
+];
 
 fn docs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs")
@@ -141,26 +156,83 @@ fn missing_line<'a>(expected: &'a [String], actual: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// Build `cargo build -p PACKAGE [--bin BIN]` with the profile of the binary under test, so the
+/// program lands beside `ferry`; returns that directory.
+fn build_beside(ferry: &Path, package: &str, bin: Option<&str>, program: &str) -> PathBuf {
+    let dir = ferry.parent().expect("binary directory").to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package]).current_dir(env!("CARGO_MANIFEST_DIR"));
+    if let Some(b) = bin {
+        cmd.args(["--bin", b]);
+    }
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().unwrap_or_else(|e| panic!("run cargo build -p {package}: {e}"));
+    assert!(status.success(), "cargo build -p {package} failed");
+    assert!(dir.join(program).exists(), "no {program} in {}", dir.display());
+    dir
+}
+
 /// Directory holding `ferry-provider-counter`, built once (the providers page uses it).
 fn counter_provider_dir(ferry: &Path) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let dir = ferry.parent().expect("binary directory").to_path_buf();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--quiet", "-p", "ferry-provider-counter"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            // The same profile as the binary under test, so the provider lands beside it.
-            if dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("run cargo build -p ferry-provider-counter");
-            assert!(status.success(), "cargo build -p ferry-provider-counter failed");
-            assert!(dir.join("ferry-provider-counter").exists(), "no provider in {}", dir.display());
-            dir
-        })
+        .get_or_init(|| build_beside(ferry, "ferry-provider-counter", None, "ferry-provider-counter"))
         .clone()
+}
+
+/// Directory holding `ferry-testhosts`, built once (the machines page uses it).
+fn testhosts_dir(ferry: &Path) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_beside(ferry, "ferry-testkit", Some("ferry-testhosts"), "ferry-testhosts"))
+        .clone()
+}
+
+/// Test hosts a page started (`ferry-testhosts up --dir DIR`): stopped on drop, so a failing
+/// page leaves no sshd behind. Declared after the sandbox, so it runs before the sandbox is
+/// removed.
+struct TestHostsGuard {
+    program: PathBuf,
+    dirs: Vec<String>,
+}
+
+impl TestHostsGuard {
+    /// Note the `--dir` of a `ferry-testhosts up` command line (before it runs).
+    fn note(&mut self, command: &str) {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        if !words.iter().any(|w| w.ends_with("ferry-testhosts")) || !words.contains(&"up") {
+            return;
+        }
+        let dir = words.iter().enumerate().find_map(|(i, w)| match w.strip_prefix("--dir=") {
+            Some(d) => Some(d.to_string()),
+            None => (*w == "--dir").then(|| words.get(i + 1).map(|d| d.to_string())).flatten(),
+        });
+        if let Some(d) = dir {
+            if !self.dirs.contains(&d) {
+                self.dirs.push(d);
+            }
+        }
+    }
+}
+
+impl Drop for TestHostsGuard {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            let _ = Command::new(&self.program)
+                .args(["down", "--dir", dir])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// This repository's root.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
 }
 
 fn run_page(page: &str) {
@@ -172,7 +244,8 @@ fn run_page(page: &str) {
     let ferry = PathBuf::from(env!("CARGO_BIN_EXE_ferry"));
     let sandbox = Sandbox::new(env!("CARGO_BIN_EXE_ferry"));
     let root = sandbox.path().display().to_string();
-    let subst = |s: &str| s.replace(PLACEHOLDER, &root);
+    let repo = repo_root().display().to_string();
+    let subst = |s: &str| s.replace(REPO_PLACEHOLDER, &repo).replace(PLACEHOLDER, &root);
     // `ferry` on PATH is the binary under test; the link lives outside the sandbox's listing.
     let bin = tempfile_dir(&format!("guide-bin-{}", page.trim_end_matches(".md")));
     let link = bin.join("ferry");
@@ -181,6 +254,12 @@ fn run_page(page: &str) {
     let mut path_var = bin.display().to_string();
     if md.contains("ferry-provider-counter") {
         path_var = format!("{path_var}:{}", counter_provider_dir(&ferry).display());
+    }
+    let mut hosts = None;
+    if md.contains("ferry-testhosts") {
+        let dir = testhosts_dir(&ferry);
+        path_var = format!("{path_var}:{}", dir.display());
+        hosts = Some(TestHostsGuard { program: dir.join("ferry-testhosts"), dirs: Vec::new() });
     }
     path_var = format!("{path_var}:{}", std::env::var("PATH").unwrap_or_default());
 
@@ -193,6 +272,9 @@ fn run_page(page: &str) {
             Block::Session(steps) => {
                 for step in steps {
                     let command = subst(&step.command);
+                    if let Some(h) = hosts.as_mut() {
+                        h.note(&command);
+                    }
                     let out = Command::new("sh")
                         .arg("-c")
                         .arg(&command)
@@ -245,6 +327,11 @@ fn deployments() {
 #[test]
 fn local_provider() {
     run_page("local-provider.md");
+}
+
+#[test]
+fn machines() {
+    run_page("machines.md");
 }
 
 #[test]
@@ -325,4 +412,16 @@ fn matcher() {
     assert_eq!((steps[0].command.as_str(), steps[0].code), ("ferry plan", 2));
     assert_eq!(steps[0].expected, vec!["out"]);
     assert_eq!(steps[1].code, 0);
+}
+
+#[test]
+fn testhosts_dirs_are_noted() {
+    let mut g = TestHostsGuard { program: PathBuf::from("/nonexistent/ferry-testhosts"), dirs: Vec::new() };
+    g.note("ferry-testhosts up --dir /tmp/x/hosts web1 web2");
+    g.note("ferry-testhosts up --dir=/tmp/y a");
+    g.note("ferry-testhosts up --dir /tmp/x/hosts web3");
+    g.note("ferry-testhosts down --dir /tmp/z");
+    g.note("ferry apply --yes");
+    assert_eq!(g.dirs, ["/tmp/x/hosts", "/tmp/y"]);
+    g.dirs.clear();
 }

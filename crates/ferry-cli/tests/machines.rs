@@ -507,3 +507,20 @@ fn build_on_target_builds_there_and_not_on_the_deployer() {
     assert!(h.dir().join(system.trim_start_matches('/')).exists());
     assert!(http_get(h.addr(), 8080, "/").unwrap().contains(&nonce));
 }
+
+#[test]
+fn always_activate_reactivates_an_unchanged_machine() {
+    let sb = Sandbox::new(BIN);
+    let hs = hosts(&sb, &["aa"]);
+    let h = &hs[0];
+    sb.deployment(&deployment(&[M::new("m", h)]));
+    apply(&sb, &[]).ok();
+    let pid = httpd_pid(h);
+    apply(&sb, &[]).ok().says("No changes");
+    let r = apply(&sb, &["--always-activate"]).ok().says("1 updated");
+    assert!(phases(&r, "m").contains(&"activate".to_string()));
+    assert!(!phases(&r, "m").contains(&"copy".to_string()), "nothing to copy");
+    // Activating the same system restarts nothing.
+    assert_eq!(httpd_pid(h), pid);
+    assert!(generation(h).ends_with("system-1-link"), "{}", generation(h));
+}

@@ -595,7 +595,7 @@ fn confirm(r: &Remote, m: &Machine, token: &str, magic: u64, cx: &CallContext) -
 
 /// read: the host's profile, running system and keys; drift against what ferry deployed.
 pub fn read(
-    _p: &NixosProvider,
+    p: &NixosProvider,
     _name: &str,
     inputs: &Object,
     outputs: Option<&Object>,
@@ -672,6 +672,11 @@ pub fn read(
     if keys_drifted {
         actual.insert("keys".into(), Value::Object(keys));
     }
+    // alwaysActivate (input or --always-activate): every apply activates, so plan an update.
+    if drift.is_empty() && (m.always_activate || p.options().always_activate) && m.goal != Goal::DryActivate {
+        drift.push("re-activation requested (alwaysActivate)".into());
+        actual.insert("alwaysActivate".into(), json!(!m.always_activate));
+    }
     let mut out = recorded.clone();
     out.insert("hostKey".into(), json!(r.conn.host_key()));
     out.insert("bootId".into(), json!(probe.boot));
@@ -703,7 +708,7 @@ pub fn action(p: &NixosProvider, a: &ActionParams, cx: &CallContext) -> Result<A
                 Some(v) => v
                     .as_u64()
                     .map(|g| g.to_string())
-                    .ok_or_else(|| err("rollback: `to` must be a generation number").code("invalidInputs"))?,
+                    .ok_or_else(|| err("rollback: `to` must be a generation number").code("invalidInput"))?,
             };
             cx.progress("activate", "switching generation");
             let out = r

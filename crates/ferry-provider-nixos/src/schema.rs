@@ -319,8 +319,8 @@ impl Machine {
     /// Parse and check the inputs. Messages name the input; key contents never appear.
     pub fn parse(inputs: &Object) -> Result<Machine, ProviderError> {
         let m: Machine = serde_json::from_value(serde_json::Value::Object(inputs.clone()))
-            .map_err(|e| ProviderError::new(format!("invalid inputs: {e}")).code("invalidInputs"))?;
-        let bad = |msg: String| Err(ProviderError::new(msg).code("invalidInputs"));
+            .map_err(|e| ProviderError::new(format!("invalid inputs: {e}")).code("invalidInput"))?;
+        let bad = |msg: String| Err(ProviderError::new(msg).code("invalidInput"));
         if !m.system.starts_with('/') {
             return bad(format!(
                 "`system` must be a store path or derivation (got {:?}): use e.g. `nixos.config.system.build.toplevel`",

@@ -136,7 +136,7 @@ impl fmt::Display for SshError {
                     f,
                     ". Refusing to connect (this is what a man-in-the-middle looks like). If the host was \
                      reinstalled, set `hostKey` to its new key, or forget the recorded one with \
-                     `ferry state forget` and re-apply"
+                     `ferry state rm NAME` and re-apply"
                 )
             }
             SshError::Unreachable { host, detail } => {

@@ -2,7 +2,8 @@
 //! `ferry exec --on SEL -- CMD`.
 //!
 //! The machine verbs go through the engine ([`ferry_engine::Engine::action`]), which holds the
-//! state lock and records new outputs (a rollback changes `generation`). `ssh` and `exec` only
+//! state lock and records new outputs an action returns (`reboot` records the new `bootId`; a
+//! rollback keeps the deployed system as the outputs, so the next plan shows it as drift). `ssh` and `exec` only
 //! read state: they connect with the recorded (or pinned) host key through `ferry-ssh`, never
 //! trusting a key on first use.
 

@@ -224,6 +224,7 @@ impl Sensitivity {
         match rec.provider.get("builtin").and_then(Value::as_str) {
             // In-process: no need to start ourselves to read a static schema.
             Some("local") => Some(ferry_provider_local::LocalProvider::new().info().kinds),
+            Some("nixos") => Some(ferry_provider_nixos::NixosProvider::new().info().kinds),
             Some(_) => None,
             None => {
                 let cmd = self.registry.command_from_record(&rec.kind, &rec.provider).ok()?;
