@@ -1,7 +1,9 @@
 # Shared helpers for the bench/ scripts (sourced, not run).
+# shellcheck shell=bash
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
+# shellcheck disable=SC2034 # used by the scripts that source this file
 FERRY="$ROOT/target/release/ferry"
 
 build_release() {

@@ -10,10 +10,12 @@
 
 TESTHOSTS="$ROOT/target/release/ferry-testhosts"
 NIX_OPTS=(--option substituters '')
+BLOBS=${BLOBS:-100}
+BLOB_KIB=${BLOB_KIB:-1024}
 
 build_machine_tools() {
-    echo "== building release binaries (cargo build --release -p ferry-cli -p ferry-testkit --bin ferry-testhosts)"
-    (cd "$ROOT" && cargo build --quiet --release -p ferry-cli -p ferry-testkit --bin ferry-testhosts)
+    echo "== building release binaries (cargo build --release -p ferry-cli -p ferry-testkit)"
+    (cd "$ROOT" && cargo build --quiet --release -p ferry-cli -p ferry-testkit)
 }
 
 # --- CPU: one cgroup per side. cgroup v1 `cpuacct` if mounted, else cgroup v2 (cpu.stat is
@@ -75,7 +77,8 @@ cg_cleanup() {
 
 # --- Bytes: nftables counters on the output hook (loopback packets pass it once, in their
 # sending direction). `sent` = IP packets to a test host's sshd port (what every ssh client of
-# the deployer transmitted, TCP/IP headers included), `received` = packets from it. Only the
+# the deployer transmitted, TCP/IP headers included), `received` = packets from it,
+# `connections` = SYNs to it (each a new SSH connection: a key exchange). Only the
 # addresses of this run's hosts count (other test hosts may run on the machine).
 NFT_TABLE=""
 
@@ -91,8 +94,10 @@ table inet $NFT_TABLE {
     set hosts { type ipv4_addr; }
     counter sent { }
     counter received { }
+    counter connections { }
     chain out {
         type filter hook output priority 0; policy accept;
+        ip daddr @hosts tcp dport { 22, 2222 } tcp flags & (syn | ack) == syn counter name "connections"
         ip daddr @hosts tcp dport { 22, 2222 } counter name "sent"
         ip saddr @hosts tcp sport { 22, 2222 } counter name "received"
     }
@@ -108,13 +113,13 @@ nft_hosts() {
     nft add element inet "$NFT_TABLE" hosts "{ $* }"
 }
 
-# nft_bytes sent|received: bytes counted so far (0 without nft).
-nft_bytes() {
+# nft_count sent|received|connections bytes|packets: counted so far (0 without nft).
+nft_count() {
     if [[ -z "$NFT_TABLE" ]]; then
         echo 0
         return
     fi
-    nft list counter inet "$NFT_TABLE" "$1" | awk '{ for (i = 1; i < NF; i++) if ($i == "bytes") print $(i + 1) }'
+    nft list counter inet "$NFT_TABLE" "$1" | awk -v w="$2" '{ for (i = 1; i < NF; i++) if ($i == w) print $(i + 1) }'
 }
 
 nft_cleanup() {
@@ -146,17 +151,34 @@ EOF
     nft_hosts $(cut -f2 "$WORK/hosts.tsv")
 }
 
-# build_systems: build every host's system (bench/machines.nix) and write
-# $WORK/targets.tsv: NAME ADDR PORT KEY SYSTEM.
+# build_systems HOSTS_JSON: build the system of every host of HOSTS_JSON (e.g. this run's
+# hosts.json; bench/machines.nix) into $WORK/systems.json (name -> store path), then
+# write_targets.
 build_systems() {
-    nix-build --no-out-link "${NIX_OPTS[@]}" "$BENCH_DIR/machines.nix" -A systems \
-        --arg hostsJson "$HOSTS_DIR/hosts.json" >/dev/null 2>"$WORK/build.log" || {
+    nix-build --no-out-link "${NIX_OPTS[@]}" -E "($(machines_expr "$1")).systems" >/dev/null 2>"$WORK/build.log" || {
         cat "$WORK/build.log" >&2
         return 1
     }
     nix-instantiate --eval --strict --json "${NIX_OPTS[@]}" -E \
-        "builtins.mapAttrs (n: s: s.outPath) (import $BENCH_DIR/machines.nix { hostsJson = $HOSTS_DIR/hosts.json; }).systems" \
-        >"$WORK/systems.json"
+        "builtins.mapAttrs (n: s: s.outPath) ($(machines_expr "$1")).systems" >"$WORK/systems.json"
+    write_targets
+}
+
+# build_blobs: the blobs alone (the bulk of the closure, shared by all systems).
+build_blobs() {
+    echo "== building the closure (bench/machines.nix: $BLOBS blobs of $BLOB_KIB KiB, one system per host)"
+    nix-build --no-out-link "${NIX_OPTS[@]}" -E "($(machines_expr null)).blobs" >/dev/null 2>"$WORK/build.log" ||
+        { cat "$WORK/build.log" >&2; return 1; }
+}
+
+# machines_expr HOSTS_JSON|null: bench/machines.nix applied to its arguments.
+machines_expr() {
+    echo "import $BENCH_DIR/machines.nix { hostsJson = $1; blobs = $BLOBS; blobKiB = $BLOB_KIB; }"
+}
+
+# write_targets: $WORK/targets.tsv, one line per host: NAME ADDR PORT KEY SYSTEM (from
+# $WORK/systems.json).
+write_targets() {
     python3 - "$WORK/hosts.tsv" "$WORK/systems.json" >"$WORK/targets.tsv" <<'EOF'
 import json, sys
 systems = json.load(open(sys.argv[2]))
@@ -177,15 +199,17 @@ ssh_opts() {
 
 # --- Measurement.
 # measure LABEL CMD...: run CMD in the `deployer` group; print and record in $WORK/results.tsv
-# LABEL, wall s, deployer CPU s, hosts CPU s, bytes sent, bytes received. Fails if CMD fails.
+# LABEL, wall s, deployer CPU s, hosts CPU s, bytes sent, bytes received, new connections.
+# Fails if CMD fails.
 measure() {
     local label=$1
     shift
-    local d0 h0 s0 r0 t0 t1 d1 h1 s1 r1
+    local d0 h0 s0 r0 c0 t0 t1 d1 h1 s1 r1 c1
     d0=$(cg_cpu deployer)
     h0=$(cg_cpu hosts)
-    s0=$(nft_bytes sent)
-    r0=$(nft_bytes received)
+    s0=$(nft_count sent bytes)
+    r0=$(nft_count received bytes)
+    c0=$(nft_count connections packets)
     t0=$(date +%s.%N)
     if ! cg_run deployer "$@"; then
         echo "error: $label failed" >&2
@@ -194,27 +218,29 @@ measure() {
     t1=$(date +%s.%N)
     d1=$(cg_cpu deployer)
     h1=$(cg_cpu hosts)
-    s1=$(nft_bytes sent)
-    r1=$(nft_bytes received)
+    s1=$(nft_count sent bytes)
+    r1=$(nft_count received bytes)
+    c1=$(nft_count connections packets)
     local row
-    row=$(printf '%s\t%.3f\t%.3f\t%.3f\t%d\t%d' "$label" "$(echo "$t1 - $t0" | bc -l)" \
-        "$(echo "$d1 - $d0" | bc -l)" "$(echo "$h1 - $h0" | bc -l)" $((s1 - s0)) $((r1 - r0)))
+    row=$(printf '%s\t%.3f\t%.3f\t%.3f\t%d\t%d\t%d' "$label" "$(echo "$t1 - $t0" | bc -l)" \
+        "$(echo "$d1 - $d0" | bc -l)" "$(echo "$h1 - $h0" | bc -l)" $((s1 - s0)) $((r1 - r0)) $((c1 - c0)))
     echo "$row" >>"$WORK/results.tsv"
     print_row "$row"
 }
 
 print_header() {
-    printf '%-44s %8s %10s %9s %10s %9s\n' "run" "wall s" "CPU depl." "CPU hosts" "sent MiB" "recv MiB"
+    printf '%-50s %7s %9s %9s %9s %8s %5s\n' "run" "wall s" "CPU depl." "CPU hosts" "sent MiB" "recv MiB" "conns"
 }
 
 print_row() {
-    local label wall dcpu hcpu sent recv
-    IFS=$'\t' read -r label wall dcpu hcpu sent recv <<<"$1"
-    printf '%-44s %8.2f %10.2f %9.2f %10.1f %9.2f\n' "$label" "$wall" "$dcpu" "$hcpu" \
-        "$(echo "$sent / 1048576" | bc -l)" "$(echo "$recv / 1048576" | bc -l)"
+    local label wall dcpu hcpu sent recv conns
+    IFS=$'\t' read -r label wall dcpu hcpu sent recv conns <<<"$1"
+    printf '%-50s %7.2f %9.2f %9.2f %9.1f %8.2f %5d\n' "$label" "$wall" "$dcpu" "$hcpu" \
+        "$(echo "$sent / 1048576" | bc -l)" "$(echo "$recv / 1048576" | bc -l)" "$conns"
 }
 
-# field LABEL COLUMN: a recorded value (2 wall, 3 deployer CPU, 4 hosts CPU, 5 sent, 6 received).
+# field LABEL COLUMN: a recorded value (2 wall, 3 deployer CPU, 4 hosts CPU, 5 sent, 6 received,
+# 7 connections).
 field() {
     awk -F'\t' -v l="$1" -v c="$2" '$1 == l { v = $c } END { print v }' "$WORK/results.tsv"
 }

@@ -326,7 +326,16 @@ impl Connection {
         }
         a.push("-p".into());
         a.push(t.port.to_string());
+        // The user's options come after ferry's security options (ssh keeps the first value it
+        // sees, so those cannot be overridden) and before ferry's speed defaults (which can).
         a.extend(t.options.iter().cloned());
+        // AES-GCM first (hardware AES makes it 20–30% cheaper than chacha20 per copied byte,
+        // see bench/copy-transports.sh), the default list after it; never compress (a
+        // `Compression yes` in ~/.ssh/config makes closure copies ~4× slower).
+        a.push("-o".into());
+        a.push("Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com".into());
+        a.push("-o".into());
+        a.push("Compression=no".into());
         a
     }
 

@@ -133,6 +133,13 @@ impl TestHost {
         if name.is_empty() || name.contains(|c: char| c == '/' || c.is_whitespace()) {
             return Err(invalid(format!("test host name {name:?}: no '/' or whitespace")));
         }
+        // prepare_dir empties run/: never under a live host.
+        if matches!(TestHost::attach(base, name), Ok(Some(_))) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("test host {name} already runs in {}", base.join(name).display()),
+            ));
+        }
         let dir = prepare_dir(base, name)?;
         let claim = AddressClaim::acquire()?;
         let ssh = dir.join("ssh");
