@@ -71,25 +71,24 @@ impl ProviderClient {
         events: EventSink,
     ) -> Result<Self, CallError> {
         use std::os::unix::process::CommandExt;
-        let mut child = Command::new(&command.program)
-            .args(&command.args)
+        let mut cmd = Command::new(&command.program);
+        cmd.args(&command.args)
             // Own process group: Ctrl-C at the terminal must not kill a provider mid-call.
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                CallError::Broken(format!(
-                    "cannot start provider {}: {e}{}",
-                    command.label,
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        " (executable not found: check `provider.executable`)"
-                    } else {
-                        ""
-                    }
-                ))
-            })?;
+            .stderr(Stdio::piped());
+        let mut child = ferry_protocol::conformance::spawn_retrying(&mut cmd).map_err(|e| {
+            CallError::Broken(format!(
+                "cannot start provider {}: {e}{}",
+                command.label,
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    " (executable not found: check `provider.executable`)"
+                } else {
+                    ""
+                }
+            ))
+        })?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or_else(|| CallError::Broken("no stdout".into()))?;
         let stderr = child.stderr.take().ok_or_else(|| CallError::Broken("no stderr".into()))?;

@@ -10,7 +10,7 @@
 
 mod client;
 
-pub use client::{ClientError, ProviderProcess, Reply, StderrMode};
+pub use client::{spawn_retrying, ClientError, ProviderProcess, Reply, StderrMode};
 
 use crate::messages::*;
 use crate::PROTOCOL_VERSION;

@@ -85,7 +85,7 @@ impl ProviderProcess {
             StderrMode::Inherit => Stdio::inherit(),
             StderrMode::Null => Stdio::null(),
         });
-        let mut child = cmd.spawn()?;
+        let mut child = spawn_retrying(&mut cmd)?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -352,5 +352,21 @@ impl Drop for ProviderProcess {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+}
+
+/// `Command::spawn`, retried briefly on ETXTBSY: a provider script written just before (by a
+/// test, an installer) can still be open for writing in a child that another thread forked and
+/// that has not reached `exec` yet.
+pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(26) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
     }
 }
