@@ -233,7 +233,7 @@ fn removed_keys(m: &Machine, prior: Option<&Prior>) -> Vec<String> {
         .collect()
 }
 
-fn outputs(m: &Machine, r: &Remote, system: &str, link: &str, boot: &str) -> Object {
+fn machine_outputs(m: &Machine, r: &Remote, system: &str, link: &str, boot: &str) -> Object {
     let mut o = Object::new();
     o.insert("host".into(), json!(m.host));
     o.insert("generation".into(), generation(link).map_or(Value::Null, |g| json!(g)));
@@ -515,7 +515,7 @@ pub fn deploy(
     }
 
     let system = if m.goal == Goal::DryActivate { probe.current.clone() } else { m.system.clone() };
-    Ok(outputs(&m, &r, &system, &link, &probe.boot))
+    Ok(machine_outputs(&m, &r, &system, &link, &probe.boot))
 }
 
 fn short(path: &str) -> &str {
@@ -619,7 +619,7 @@ pub fn read(
         let system = if m.goal == Goal::DryActivate { probe.current.clone() } else { m.system.clone() };
         return Ok(ReadResult {
             exists: true,
-            outputs: Some(outputs_plain(&m, &r, &system, &probe.link, &probe.boot)),
+            outputs: Some(machine_outputs(&m, &r, &system, &probe.link, &probe.boot)),
             inputs: None,
             drift: vec![],
         });
@@ -684,13 +684,8 @@ pub fn read(
     Ok(ReadResult { exists: true, outputs: Some(out), inputs, drift })
 }
 
-fn outputs_plain(m: &Machine, r: &Remote, system: &str, link: &str, boot: &str) -> Object {
-    outputs(m, r, system, link, boot)
-}
-
 /// Named actions: generations, rollback, gc, reboot, upload-keys.
-pub fn action(p: &NixosProvider, a: &ActionParams, cx: &CallContext) -> Result<ActionResult, ProviderError> {
-    let _ = p;
+pub fn action(_p: &NixosProvider, a: &ActionParams, cx: &CallContext) -> Result<ActionResult, ProviderError> {
     let m = Machine::parse(&a.inputs)?;
     let prior = Prior { inputs: a.inputs.clone(), outputs: a.outputs.clone() };
     let r = Remote::open(&m, known_host_key(&m, Some(&prior)))?;
