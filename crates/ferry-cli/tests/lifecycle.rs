@@ -105,7 +105,6 @@ fn chain_lifecycle_create_noop_update_replace_orphan_destroy() {
     // Update: a's content changes; a is updated in place, b (no `update` command) is replaced,
     // c is updated with the new value.
     chain(&sb, "a.txt", "world", true);
-    let a_inode = sb.identity("a.txt").0;
     let plan = sb.ferry(&["plan"]).ok();
     assert!(plan.stdout.contains("  ~ a (local.file)"), "{}", plan.stdout);
     assert!(plan.stdout.contains(r#"content: "hello" -> "world""#), "{}", plan.stdout);
@@ -122,6 +121,9 @@ fn chain_lifecycle_create_noop_update_replace_orphan_destroy() {
 
     // Replace: a's path changes; the new file is written and the old one removed.
     chain(&sb, "a2.txt", "world", true);
+    // Hold the old file open so its inode cannot be reused by the new file.
+    let a_inode = sb.identity("a.txt").0;
+    let _old_a = std::fs::File::open(sb.path().join("a.txt")).expect("open a.txt");
     let plan = sb.ferry(&["plan"]).ok();
     assert!(plan.stdout.contains("  -/+ a (local.file)"), "{}", plan.stdout);
     assert!(plan.stdout.contains("(forces replacement)"), "{}", plan.stdout);
