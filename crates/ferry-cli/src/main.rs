@@ -63,8 +63,10 @@ fn builtin_provider(name: &str) -> i32 {
     let result = match name {
         "local" => ferry_provider_local::run(),
         "nixos" => ferry_provider_nixos::run(),
+        "nspawn" => ferry_provider_nspawn::run(),
+        "processes" => ferry_provider_processes::run(),
         other => {
-            eprintln!("error: no built-in provider `{other}` (built-in: local, nixos); usage: ferry {PROVIDER_ENTRY} local");
+            eprintln!("error: no built-in provider `{other}` (built-in: local, nixos, nspawn, processes); usage: ferry {PROVIDER_ENTRY} local");
             return 2;
         }
     };

@@ -100,7 +100,7 @@ impl Context {
             state_path: o.state.clone(),
             jobs: o.jobs,
             selection,
-            builtin_providers: ["local", "nixos"]
+            builtin_providers: ["local", "nixos", "nspawn", "processes"]
                 .iter()
                 .map(|name| {
                     let cmd = ProviderCommand {
