@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ferry needs on a Debian bookworm machine (idempotent): Nix, OpenSSH (client for
-# ferry, server for the local test hosts), busybox (test systems), build tools.
+# ferry, server for the local test hosts), busybox (test systems), build tools,
+# supervisor, s6, systemd and podman (processes).
 set -euo pipefail
 need=()
 command -v nix-instantiate >/dev/null || need+=(nix-bin)
@@ -11,6 +12,16 @@ command -v busybox >/dev/null || need+=(busybox-static)
 command -v ssh >/dev/null || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v nsenter >/dev/null || need+=(util-linux)
+# nspawn.container: systemd-nspawn, ip (veth, network namespaces), nft (port forwards)
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
+# processes.set: real process managers (supervisord, s6), systemd-analyze for unit checks,
+# podman for processes.image
+command -v supervisord >/dev/null || need+=(supervisor)
+command -v s6-svscan >/dev/null || need+=(s6)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v podman >/dev/null || need+=(podman)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq

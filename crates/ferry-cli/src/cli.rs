@@ -113,6 +113,12 @@ pub enum Command {
         #[command(subcommand)]
         command: MachineCommand,
     },
+    /// Work with systemd-nspawn containers: operate declared ones (start, stop, run, shell…),
+    /// or manage containers outside any deployment (create, update, rollback, destroy).
+    Container {
+        #[command(subcommand)]
+        command: ContainerCommand,
+    },
     /// Open a shell on a machine, or run a command there: `ferry ssh NAME [-- CMD...]`.
     Ssh {
         name: String,
@@ -245,6 +251,112 @@ pub enum MachineCommand {
     },
     /// Upload a machine's keys again (e.g. after a reboot emptied /run/keys).
     UploadKeys { name: String },
+}
+
+/// Where an imperative container runs.
+#[derive(Debug, Clone, Args)]
+pub struct ContainerHost {
+    /// `local`, a machine recorded in this directory's state (its address and host key are
+    /// used), or `[user@]host[:port]` together with --host-key.
+    #[arg(long = "host", value_name = "HOST", default_value = "local")]
+    pub host: String,
+    /// The host's public key (`ssh-ed25519 AAAA…`), for a `[user@]host[:port]` host.
+    #[arg(long = "host-key", value_name = "KEY")]
+    pub host_key: Option<String>,
+    /// The private key to log in with.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create and start a container outside any deployment from a Nix file of its settings
+    /// (the inputs of `nspawn.container`: system, network, forwardPorts, bindMounts, …).
+    Create {
+        name: String,
+        #[arg(long = "config", value_name = "FILE")]
+        config: PathBuf,
+        #[command(flatten)]
+        host: ContainerHost,
+    },
+    /// Update an imperative container (new settings with --config), then activate it by its
+    /// strategy, or force --reload / --restart.
+    Update {
+        name: String,
+        #[arg(long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long, conflicts_with = "restart")]
+        reload: bool,
+        #[arg(long)]
+        restart: bool,
+        #[command(flatten)]
+        host: ContainerHost,
+    },
+    /// List the containers ferry manages on a host (declared and imperative).
+    List {
+        #[command(flatten)]
+        host: ContainerHost,
+    },
+    /// Start a container.
+    Start {
+        name: String,
+        #[command(flatten)]
+        host: ContainerHost,
+    },
+    /// Stop a container.
+    Stop {
+        name: String,
+        #[command(flatten)]
+        host: ContainerHost,
+    },
+    /// Restart a container.
+    Restart {
+        name: String,
+        #[command(flatten)]
+        host: ContainerHost,
+    },
+    /// Switch an imperative container to its previous generation (or --to GEN) and reload it.
+    Rollback {
+        name: String,
+        #[arg(long = "to", value_name = "GEN")]
+        to: Option<u64>,
+        #[command(flatten)]
+        host: ContainerHost,
+    },
+    /// List a container's generations.
+    Generations {
+        name: String,
+        #[command(flatten)]
+        host: ContainerHost,
+    },
+    /// Run a command inside a running container: `ferry container run NAME -- CMD...`.
+    Run {
+        name: String,
+        #[command(flatten)]
+        host: ContainerHost,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Open a shell inside a running container.
+    Shell {
+        name: String,
+        #[command(flatten)]
+        host: ContainerHost,
+    },
+    /// Print a container's addresses.
+    ShowIp {
+        name: String,
+        #[command(flatten)]
+        host: ContainerHost,
+    },
+    /// Stop an imperative container and remove it; its root directory stays unless --purge.
+    Destroy {
+        name: String,
+        #[arg(long)]
+        purge: bool,
+        #[command(flatten)]
+        host: ContainerHost,
+    },
 }
 
 #[derive(Debug, Subcommand)]

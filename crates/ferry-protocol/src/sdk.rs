@@ -27,6 +27,12 @@ pub struct CallContext {
 }
 
 impl CallContext {
+    /// A context whose events are dropped: for running provider code in-process (e.g. the
+    /// CLI's imperative verbs), where the caller reports results itself.
+    pub fn detached() -> CallContext {
+        CallContext { id: 0, out: Arc::new(Mutex::new(Box::new(std::io::sink()))) }
+    }
+
     pub fn request_id(&self) -> u64 {
         self.id
     }

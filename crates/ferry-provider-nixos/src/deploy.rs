@@ -21,16 +21,7 @@ fn err(msg: impl Into<String>) -> ProviderError {
 }
 
 fn ssh_err(e: SshError) -> ProviderError {
-    let retryable = matches!(e, SshError::Unreachable { .. } | SshError::Timeout { .. });
-    let code = match &e {
-        SshError::HostKeyMismatch { .. } => "hostKeyMismatch",
-        SshError::Unreachable { .. } => "unreachable",
-        SshError::Auth { .. } => "authFailed",
-        _ => "remoteFailed",
-    };
-    let mut pe = err(e.to_string()).code(code);
-    pe.retryable = retryable;
-    pe
+    crate::transfer::ssh_error(e)
 }
 
 /// The host key to verify against: pinned in the inputs, else recorded for the same host.
@@ -236,6 +227,8 @@ fn removed_keys(m: &Machine, prior: Option<&Prior>) -> Vec<String> {
 fn machine_outputs(m: &Machine, r: &Remote, system: &str, link: &str, boot: &str) -> Object {
     let mut o = Object::new();
     o.insert("host".into(), json!(m.host));
+    o.insert("port".into(), json!(m.port));
+    o.insert("user".into(), json!(m.user));
     o.insert("generation".into(), generation(link).map_or(Value::Null, |g| json!(g)));
     o.insert("systemPath".into(), json!(system));
     o.insert("hostKey".into(), json!(r.conn.host_key()));
@@ -257,28 +250,8 @@ fn build_targets(context: &BTreeMap<String, Vec<String>>) -> Vec<String> {
         .collect()
 }
 
-fn nix(cmd: &str, p: &NixosProvider) -> Command {
-    let mut c = Command::new(cmd);
-    c.args(p.options().nix_args());
-    c
-}
-
-fn run_local(mut c: Command, what: &str) -> Result<String, ProviderError> {
-    let out = c
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| err(format!("{what}: cannot run {:?}: {e}", c.get_program())))?;
-    if !out.status.success() {
-        return Err(err(format!(
-            "{what} failed:\n{}",
-            ferry_ssh::tail_lines(&String::from_utf8_lossy(&out.stderr), 20)
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Copy the closure of `paths` to the host: only the missing ones, through the shared
-/// connection. Returns (paths copied, bytes).
+/// connection, in a copy slot. Returns (paths copied, bytes).
 fn copy(
     p: &NixosProvider,
     r: &Remote,
@@ -286,47 +259,15 @@ fn copy(
     paths: &[String],
     cx: &CallContext,
 ) -> Result<(usize, u64), ProviderError> {
-    let closure = run_local(
-        {
-            let mut c = nix("nix-store", p);
-            c.arg("--query").arg("--requisites").args(paths);
-            c
-        },
-        "listing the closure",
-    )?;
-    let closure: Vec<&str> = closure.lines().filter(|l| !l.is_empty()).collect();
-    let missing = r
-        .conn
-        .run(
-            "checking which paths the host has",
-            &r.privileged("xargs -r nix-store --check-validity --print-invalid"),
-            Some(closure.join("\n").as_bytes()),
-            Duration::from_secs(120),
-        )
-        .map_err(ssh_err)?;
-    let missing: Vec<&str> = missing.lines().filter(|l| !l.is_empty()).collect();
-    if missing.is_empty() {
-        return Ok((0, 0));
-    }
-    let sizes = run_local(
-        {
-            let mut c = nix("nix-store", p);
-            c.arg("--query").arg("--size").args(&missing);
-            c
-        },
-        "measuring the closure",
-    )?;
-    let bytes: u64 = sizes.lines().filter_map(|l| l.trim().parse::<u64>().ok()).sum();
-    let _slot = p.copy_slots().acquire();
-    cx.progress("copy", format!("{} paths, {:.1} MiB", missing.len(), bytes as f64 / 1048576.0));
-    let mut c = nix("nix-copy-closure", p);
-    c.env("NIX_SSHOPTS", r.conn.nix_sshopts()).arg("--to").arg(r.conn.target().destination());
-    if m.substitute_on_destination {
-        c.arg("--use-substitutes");
-    }
-    c.args(paths);
-    run_local(c, &format!("copying to {}", m.host))?;
-    Ok((missing.len(), bytes))
+    crate::transfer::copy_closure(
+        &r.conn,
+        r.sudo,
+        &p.options().nix_args(),
+        paths,
+        m.substitute_on_destination,
+        || p.copy_slots().acquire(),
+        cx,
+    )
 }
 
 fn random_token() -> String {

@@ -15,10 +15,11 @@
 //! Architecture invariant: depends on `ferry-protocol` and `ferry-ssh` only; never writes to
 //! stdout itself; key contents and `sshKey` never appear in events or errors.
 
-mod build;
+pub mod build;
 mod checks;
 mod deploy;
 pub mod schema;
+pub mod transfer;
 
 use std::sync::{Condvar, Mutex, OnceLock};
 
@@ -36,7 +37,7 @@ pub struct Options {
 }
 
 impl Options {
-    fn from(o: &Object) -> Options {
+    pub fn from(o: &Object) -> Options {
         let n = |k: &str, d: usize| o.get(k).and_then(|v| v.as_u64()).map_or(d, |v| v.max(1) as usize);
         Options {
             force: o.get("force").and_then(|v| v.as_bool()).unwrap_or(false),

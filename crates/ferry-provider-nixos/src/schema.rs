@@ -84,6 +84,8 @@ pub fn machine() -> KindSchema {
             "type": "object",
             "properties": {
                 "host": {"type": "string"},
+                "port": {"type": "integer"},
+                "user": {"type": "string"},
                 "generation": {"type": ["integer", "null"]},
                 "systemPath": {"type": "string"},
                 "hostKey": {"type": "string"},

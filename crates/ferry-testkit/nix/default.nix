@@ -9,9 +9,12 @@
 #   busybox    the static busybox, as …-busybox/bin/busybox (it picks its applet from argv[0])
 #   applets    …-busybox-applets/bin/APPLET links (an allowlist: nothing that acts on the machine)
 #   mkSystem   a test "NixOS system" (below)
+#   mkContainer  a test NixOS container system for `nspawn.container` (below)
 #   mkBlob     { name, sizeKiB, seed ? name }: a store path (a file) of sizeKiB KiB of
 #              deterministic, incompressible pseudo-random bytes; ~1 s per 100 MiB
 #   mkService, writeTree, runSh   the builders mkSystem uses
+#   pkgs       a nixpkgs-compatible subset (runtimeShell, writeTextFile, writeText, writeScript,
+#              runCommand, coreutils) for code written against nixpkgs, e.g. ferry.lib.processes
 #
 # mkSystem returns a derivation with the interface of a NixOS toplevel: bin/switch-to-configuration,
 # activate, init, etc/ (its files), sw/bin/ (applets, a simulated `reboot`, refusing
@@ -123,6 +126,7 @@ let
     , killSshd ? false
     , unhealthy ? false
     , extraPaths ? [ ]
+    , initScript ? ./init.sh
     }:
     let
       docroot = writeTree "${name}-docroot" (pages // (if unhealthy then { } else { health = "ok\n"; }));
@@ -161,7 +165,7 @@ let
         for a in ${applets}/bin/*; do ln -s "$a" "$out/sw/bin/''${a##*/}"; done
         install_script ${./switch-to-configuration.sh} $out/bin/switch-to-configuration
         install_script ${./activate.sh} $out/activate
-        install_script ${./init.sh} $out/init
+        install_script ${initScript} $out/init
         install_script ${./reboot.sh} $out/sw/bin/reboot
         for a in poweroff halt shutdown; do
           printf '#!%s sh\necho "%s: refused on a test host (use reboot: it is simulated)" >&2\nexit 1\n' ${bb} $a > $out/sw/bin/$a
@@ -170,7 +174,36 @@ let
         ${concatStringsSep "\n" (map (n: "ln -s ${allServices.${n}} $out/services/${quote n}") (attrNames allServices))}
         if [ -n "$extraPaths" ]; then printf '%s\n' "$extraPaths" > $out/extra-paths; fi
       '';
+  # A test container system: mkSystem's interface (same arguments) with a container `init` for
+  # systemd-nspawn (container-init.sh: activate, start the services, then wait as PID 1 until
+  # SIGRTMIN+3 or SIGTERM stops them). Its web server listens on every address of the container
+  # (the address comes from ferry at run time), port 80 unless `httpPort` says otherwise.
+  mkContainer = args: mkSystem ({ address = "0.0.0.0"; httpPort = 80; } // args // {
+    initScript = ./container-init.sh;
+  });
+
+  # A nixpkgs-compatible subset for ferry.lib.processes (and other code written against
+  # nixpkgs): runtimeShell, writeTextFile, writeText, writeScript, runCommand, coreutils.
+  pkgs = rec {
+    runtimeShell = "${applets}/bin/sh";
+    coreutils = applets;
+    runCommand = name: env: script: runSh name (removeAttrs env [ "passAsFile" ]) ''
+      set -e
+      ${script}
+    '';
+    writeTextFile = { name, text, executable ? false, destination ? "" }:
+      runSh name { inherit text destination; exec = if executable then "1" else ""; } ''
+        set -e
+        target="$out$destination"
+        mkdir -p "$(dirname "$target")"
+        printf '%s' "$text" > "$target"
+        if [ -n "$exec" ]; then chmod +x "$target"; fi
+      '';
+    writeText = name: text: writeTextFile { inherit name text; };
+    writeScript = name: text: writeTextFile { inherit name text; executable = true; };
+  };
 in
 {
-  inherit busybox applets mkSystem mkBlob mkService writeTree runSh;
+  inherit pkgs;
+  inherit busybox applets mkSystem mkContainer mkBlob mkService writeTree runSh;
 }

@@ -12,7 +12,8 @@
 //! How it holds together:
 //! - an *anchor* process (`unshare --mount … sleep infinity`) owns the namespace; sshd and
 //!   [`TestHost::exec`] enter it with `nsenter -t ANCHOR -m`;
-//! - the host's directory (`dir()`) holds `nix/`, `run/`, `boot/`, `root/`, `etc-upper/`,
+//! - the host's directory (`dir()`) holds `nix/`, `run/`, `boot/`, `root/`, `var/` (its
+//!   `/var/lib/machines` and `/var/lib/ferry`, for containers), `etc-upper/`,
 //!   `etc-work/` (bind/overlay sources), `ssh/` (host key, client key, `authorized_keys`,
 //!   `known_hosts`) and `boot_id`, bind-mounted over `/proc/sys/kernel/random/boot_id` so that
 //!   the test systems' simulated `reboot` can change it;
@@ -61,7 +62,7 @@ const CLAIMS_DIR: &str = "/tmp/ferry-testhosts";
 const FALLBACK_PORT: u16 = 2222;
 const SHIMS: [&str; 5] = ["reboot", "poweroff", "shutdown", "halt", "systemctl"];
 /// Directories the host shadows: its own directory must not be under one of them.
-const SHADOWED: [&str; 6] = ["/nix", "/run", "/boot", "/etc", "/root", "/proc"];
+const SHADOWED: [&str; 7] = ["/nix", "/run", "/boot", "/etc", "/root", "/proc", "/var/lib"];
 
 /// Sets up the namespace (run by `sh` inside `unshare --mount`; `$1` is the host directory),
 /// reports, then becomes the anchor. `/run` first, so that `mount` keeps its bookkeeping there.
@@ -71,6 +72,9 @@ mount --bind "$d/run" /run
 mount --bind "$d/nix" /nix
 mount --bind "$d/boot" /boot
 mount --bind "$d/root" /root
+mkdir -p /var/lib/machines /var/lib/ferry
+mount --bind "$d/var/machines" /var/lib/machines
+mount --bind "$d/var/ferry" /var/lib/ferry
 mount -t overlay overlay -o "lowerdir=/etc,upperdir=$d/etc-upper,workdir=$d/etc-work" /etc
 if mount --bind "$d/boot_id" /proc/sys/kernel/random/boot_id 2>/dev/null; then echo boot-id; fi
 echo ready
@@ -678,7 +682,17 @@ fn prepare_dir(base: &Path, name: &str) -> io::Result<PathBuf> {
     if run.exists() {
         fs::remove_dir_all(&run)?;
     }
-    for sub in ["nix", "run/sshd", "run/ferry-testhost/bin", "boot", "etc-upper", "etc-work", "ssh"] {
+    for sub in [
+        "nix",
+        "run/sshd",
+        "run/ferry-testhost/bin",
+        "boot",
+        "etc-upper",
+        "etc-work",
+        "ssh",
+        "var/machines",
+        "var/ferry",
+    ] {
         fs::create_dir_all(dir.join(sub))?;
     }
     // sshd insists on a root-owned privilege separation directory nobody else can write.

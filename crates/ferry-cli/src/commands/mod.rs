@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod completions;
+pub mod container;
 pub mod destroy;
 pub mod graph;
 pub mod machine;
@@ -73,6 +74,7 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
         },
         Command::Provider { command } => provider_check::run(&ctx, command),
         Command::Machine { command } => machine::run(&ctx, command),
+        Command::Container { command } => container::run(&ctx, command),
         Command::Ssh { name, command } => machine::ssh(&ctx, &name, &command),
         Command::Exec { on, parallel, command } => machine::exec(&ctx, on.as_deref(), parallel, &command),
         Command::Completions { shell } => completions::run(shell),
@@ -100,7 +102,7 @@ impl Context {
             state_path: o.state.clone(),
             jobs: o.jobs,
             selection,
-            builtin_providers: ["local", "nixos", "nspawn", "processes"]
+            builtin_providers: ["local", "nixos", "nspawn", "processes", "ids"]
                 .iter()
                 .map(|name| {
                     let cmd = ProviderCommand {

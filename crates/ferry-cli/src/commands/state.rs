@@ -225,6 +225,7 @@ impl Sensitivity {
             // In-process: no need to start ourselves to read a static schema.
             Some("local") => Some(ferry_provider_local::LocalProvider::new().info().kinds),
             Some("nixos") => Some(ferry_provider_nixos::NixosProvider::new().info().kinds),
+            Some("nspawn") => Some(ferry_provider_nspawn::NspawnProvider::default().info().kinds),
             Some(_) => None,
             None => {
                 let cmd = self.registry.command_from_record(&rec.kind, &rec.provider).ok()?;

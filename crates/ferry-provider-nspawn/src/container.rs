@@ -1,0 +1,626 @@
+//! Deploying, reading, deleting and acting on one container. Used by the provider (declared
+//! containers) and by `ferry container …` (imperative ones) alike.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+
+use ferry_protocol::sdk::{diff_inputs, CallContext};
+use ferry_protocol::{Change, Object, PlanAction, PlanResult, Prior, ProviderError, ReadResult};
+use serde_json::{json, Value};
+use sha2::Digest;
+
+use crate::host::Host;
+use crate::net::{allocate, Cidr};
+use crate::schema::{AddrSpec, Container, HostSpec, Mode, Strategy};
+use crate::unit::{self, Addr, Resolved};
+
+/// Who owns a container on its host (recorded there, in `/var/lib/ferry/nspawn/NAME/owner`).
+pub const OWNER_DEPLOYMENT: &str = "deployment";
+pub const OWNER_IMPERATIVE: &str = "imperative";
+
+fn err(msg: impl Into<String>) -> ProviderError {
+    ProviderError::new(msg)
+}
+
+/// What the helper's `probe` reports.
+#[derive(Debug, Default, Clone)]
+pub struct Probe {
+    pub runtime: String,
+    pub exists: bool,
+    pub owner: String,
+    pub leader: Option<u64>,
+    pub current: String,
+    pub profile: String,
+    pub link: String,
+    pub unit: String,
+    pub started: String,
+    pub address: String,
+    pub address6: String,
+    pub nspawn_sha256: String,
+    pub has_nspawn: bool,
+    pub has_nft: bool,
+    pub has_ip: bool,
+}
+
+impl Probe {
+    pub fn parse(out: &str) -> Probe {
+        let mut p = Probe::default();
+        for line in out.lines() {
+            let Some((k, v)) = line.split_once('=') else { continue };
+            let v = v.trim().to_string();
+            match k {
+                "runtime" => p.runtime = v,
+                "exists" => p.exists = v == "1",
+                "owner" => p.owner = v,
+                "leader" => p.leader = v.parse().ok(),
+                "current" => p.current = v,
+                "profile" => p.profile = v,
+                "link" => p.link = v,
+                "unit" => p.unit = v,
+                "started" => p.started = v,
+                "address" => p.address = v,
+                "address6" => p.address6 = v,
+                "nspawnSha256" => p.nspawn_sha256 = v,
+                "nspawn" => p.has_nspawn = v == "1",
+                "nft" => p.has_nft = v == "1",
+                "ip" => p.has_ip = v == "1",
+                _ => {}
+            }
+        }
+        p
+    }
+
+    pub fn running(&self) -> bool {
+        self.leader.is_some()
+    }
+}
+
+pub fn probe(h: &Host, name: &str) -> Result<Probe, ProviderError> {
+    Ok(Probe::parse(&h.run("probing the container", "probe", &[name], None, 60)?))
+}
+
+/// `system-12-link` → 12.
+pub fn generation(link: &str) -> Option<u64> {
+    let l = link.rsplit('/').next()?.strip_suffix("-link")?;
+    l.rsplit('-').next()?.parse().ok()
+}
+
+/// The host key recorded for the same SSH host in earlier outputs.
+pub fn recorded_host_key(c: &Container, prior: Option<&Prior>) -> Option<String> {
+    let HostSpec::Ssh(_) = &c.host else { return None };
+    let p = prior?;
+    let same = Container::parse("x", &p.inputs).ok().is_some_and(|old| old.host.label() == c.host.label());
+    if !same {
+        return None;
+    }
+    p.outputs.get("hostKey").and_then(Value::as_str).filter(|k| !k.is_empty()).map(str::to_string)
+}
+
+fn claims(h: &Host) -> Result<BTreeMap<IpAddr, String>, ProviderError> {
+    let out = h.run("listing address claims", "claims", &[], None, 30)?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (a, o) = l.split_once(' ')?;
+            Some((a.parse().ok()?, o.to_string()))
+        })
+        .collect())
+}
+
+/// Claim `addr` for the container on the host: an error naming the holder if another has it.
+fn claim(h: &Host, name: &str, addr: IpAddr) -> Result<bool, ProviderError> {
+    match h.run("claiming an address", "claim", &[name, &addr.to_string()], None, 30) {
+        Ok(_) => Ok(true),
+        Err(e) if e.message.contains("(exit 4)") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn holder(h: &Host, addr: IpAddr) -> String {
+    claims(h).ok().and_then(|c| c.get(&addr).cloned()).unwrap_or_else(|| "another container".into())
+}
+
+/// Assign one family's addresses: static ones are claimed; a pool address already held (in
+/// the prior outputs or on the host) is kept, otherwise the first free one is claimed.
+fn resolve_family(h: &Host, c: &Container, spec: &AddrSpec, held: &[&str]) -> Result<Addr, ProviderError> {
+    match spec {
+        AddrSpec::Static { host, address } => {
+            if !claim(h, &c.name, address.addr)? {
+                return Err(err(format!(
+                    "the address {} is already used by container `{}` on {}: pick another address",
+                    address.addr,
+                    holder(h, address.addr),
+                    h.label
+                ))
+                .code("invalidInput"));
+            }
+            Ok(Addr { host: *host, container: *address })
+        }
+        AddrSpec::Pool { pool, wanted } => {
+            let host = Cidr { addr: pool.first_host(), prefix: pool.prefix };
+            let mk = |a: IpAddr| Addr { host: Some(host), container: Cidr { addr: a, prefix: pool.prefix } };
+            if let Some(w) = wanted {
+                if !claim(h, &c.name, w.addr)? {
+                    return Err(err(format!(
+                        "the address {} is already used by container `{}` on {}",
+                        w.addr,
+                        holder(h, w.addr),
+                        h.label
+                    ))
+                    .code("invalidInput"));
+                }
+                return Ok(mk(w.addr));
+            }
+            for a in held.iter().filter_map(|s| s.split('/').next()?.parse::<IpAddr>().ok()) {
+                if pool.is_usable(&a) && a != pool.first_host() && claim(h, &c.name, a)? {
+                    return Ok(mk(a));
+                }
+            }
+            for _ in 0..20 {
+                let taken: BTreeSet<IpAddr> =
+                    claims(h)?.into_keys().chain(std::iter::once(pool.first_host())).collect();
+                let a = allocate(pool, &taken, None).map_err(|e| {
+                    err(format!("container `{}` on {}: {e}", c.name, h.label)).code("invalidInput")
+                })?;
+                if claim(h, &c.name, a)? {
+                    return Ok(mk(a));
+                }
+            }
+            Err(err(format!("could not claim an address from {pool} on {}: too much contention", h.label)))
+        }
+    }
+}
+
+fn resolve(
+    h: &Host,
+    c: &Container,
+    prior: Option<&Object>,
+    probe: &Probe,
+) -> Result<Resolved, ProviderError> {
+    let prior_s =
+        |k: &str| prior.and_then(|o| o.get(k)).and_then(Value::as_str).unwrap_or_default().to_string();
+    let (p4, p6) = (prior_s("address"), prior_s("address6"));
+    let v4 = match &c.network.v4 {
+        Some(s) if c.network.mode != Mode::Host => Some(resolve_family(h, c, s, &[&p4, &probe.address])?),
+        _ => None,
+    };
+    let v6 = match &c.network.v6 {
+        Some(s) if c.network.mode != Mode::Host => Some(resolve_family(h, c, s, &[&p6, &probe.address6])?),
+        _ => None,
+    };
+    // Addresses the container held and no longer uses go back to the pool.
+    let now: Vec<String> =
+        [&v4, &v6].iter().filter_map(|a| a.as_ref().map(|a| a.container.addr.to_string())).collect();
+    let old: Vec<String> = [p4, p6, probe.address.clone(), probe.address6.clone()]
+        .into_iter()
+        .filter(|a| !a.is_empty() && !now.contains(a))
+        .collect();
+    if !old.is_empty() {
+        let mut args = vec![c.name.as_str()];
+        args.extend(old.iter().map(String::as_str));
+        h.run("releasing addresses", "release", &args, None, 30)?;
+    }
+    Ok(Resolved::new(c, v4, v6))
+}
+
+/// The sha256 of the `.nspawn` file as ferry writes it (its drift check).
+pub fn nspawn_sha256(files: &[unit::File]) -> String {
+    hex::encode(sha2::Sha256::digest(files[0].content.as_bytes()))
+}
+
+/// Everything create/update needs besides the container: builds, copies, options.
+pub struct Deps<'a> {
+    pub builder: &'a ferry_provider_nixos::build::Builder,
+    pub nix_args: Vec<String>,
+    pub context: &'a BTreeMap<String, Vec<String>>,
+    pub owner: &'a str,
+    /// The run's copy-jobs limit.
+    pub copy_slots: &'a ferry_provider_nixos::Slots,
+}
+
+fn build_targets(context: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    context
+        .iter()
+        .map(|(p, outs)| {
+            if p.ends_with(".drv") && !outs.is_empty() {
+                format!("{p}!{}", outs.join(","))
+            } else {
+                p.clone()
+            }
+        })
+        .collect()
+}
+
+/// create/update: bring the container on its host to the declared state.
+pub fn deploy(
+    d: &Deps,
+    c: &Container,
+    prior: Option<&Prior>,
+    cx: &CallContext,
+) -> Result<Object, ProviderError> {
+    cx.progress("connect", format!("container {} on {}", c.name, c.host.label()));
+    let h = Host::open(&c.host, recorded_host_key(c, prior))?;
+    let result = deploy_on(&h, d, c, prior, cx);
+    h.close();
+    result
+}
+
+fn deploy_on(
+    h: &Host,
+    d: &Deps,
+    c: &Container,
+    prior: Option<&Prior>,
+    cx: &CallContext,
+) -> Result<Object, ProviderError> {
+    let pr = probe(h, &c.name)?;
+    if !pr.has_nspawn {
+        return Err(err(format!(
+            "systemd-nspawn is not installed on {} (Debian: apt-get install systemd-container; NixOS has it)",
+            h.label
+        )));
+    }
+    if pr.exists && !pr.owner.is_empty() && pr.owner != d.owner {
+        return Err(err(format!(
+            "a container named `{}` already exists on {} ({}): pick another name, or remove it first{}",
+            c.name,
+            h.label,
+            if pr.owner == OWNER_IMPERATIVE {
+                "created with `ferry container create`"
+            } else {
+                "owned by a deployment"
+            },
+            if pr.owner == OWNER_IMPERATIVE {
+                format!(" with `ferry container destroy {}`", c.name)
+            } else {
+                String::new()
+            }
+        ))
+        .code("conflict"));
+    }
+    if c.network.mode != Mode::Host && !pr.has_ip {
+        return Err(err(format!("{} lacks `ip` (iproute2), needed for the container's network", h.label)));
+    }
+    if !c.forward_ports.is_empty() && pr.runtime == "direct" && !pr.has_nft {
+        return Err(err(format!(
+            "forwardPorts needs nftables (`nft`) on {} (Debian: apt-get install nftables)",
+            h.label
+        )));
+    }
+
+    // Build and copy the system.
+    if !Path::new(&c.system).exists() {
+        let targets = build_targets(d.context);
+        if targets.is_empty() {
+            return Err(err(format!(
+                "{} does not exist in the local store and ferry has no derivation to build it",
+                c.system
+            )));
+        }
+        cx.progress("build", format!("building {}", c.system));
+        d.builder.build(targets, vec![c.system.clone()], &d.nix_args).map_err(err)?;
+    }
+    if let Some(conn) = h.conn() {
+        let (n, bytes) = ferry_provider_nixos::transfer::copy_closure(
+            conn,
+            false,
+            &d.nix_args,
+            std::slice::from_ref(&c.system),
+            false,
+            || d.copy_slots.acquire(),
+            cx,
+        )?;
+        if n > 0 {
+            cx.log(format!("copied {n} paths ({:.1} MiB) to {}", bytes as f64 / 1048576.0, h.label));
+        }
+    }
+
+    h.run("preparing the container", "prepare", &[&c.name, &c.system, d.owner], None, 60)?;
+    let net = resolve(h, c, prior.map(|p| &p.outputs), &pr)?;
+    let files = unit::files(c, &net);
+    let digest = unit::digest(&files, c);
+    cx.progress("unit", format!("writing {}", unit::nspawn_path(&c.name)));
+    for f in &files {
+        h.run("writing a file", "write", &[&f.path, f.mode], Some(f.content.as_bytes()), 30)?;
+    }
+    let sd = unit::state_dir(&c.name);
+    // Credentials: 0600 files, never in the unit, never logged; removed ones deleted.
+    if let Some(p) = prior {
+        let old: Vec<String> = p
+            .inputs
+            .get("credentials")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(id, _)| !c.credentials.contains_key(*id))
+            .map(|(id, _)| format!("{sd}/credentials/{id}"))
+            .collect();
+        if !old.is_empty() {
+            let args: Vec<&str> = old.iter().map(String::as_str).collect();
+            h.run("removing credentials", "remove-files", &args, None, 30)?;
+        }
+    }
+    for (id, v) in &c.credentials {
+        h.run(
+            "writing a credential",
+            "write",
+            &[&format!("{sd}/credentials/{id}"), "0600"],
+            Some(v.as_bytes()),
+            30,
+        )?;
+    }
+    let a4 = net.v4.as_ref().map(|a| a.container.addr.to_string()).unwrap_or_default();
+    let a6 = net.v6.as_ref().map(|a| a.container.addr.to_string()).unwrap_or_default();
+    for (f, v) in [("address", &a4), ("address6", &a6), ("unit.digest", &digest)] {
+        h.run("writing a file", "write", &[&format!("{sd}/{f}"), "0644"], Some(v.as_bytes()), 30)?;
+    }
+    h.run("enabling the container", "enable", &[&c.name, if c.auto_start { "yes" } else { "no" }], None, 30)?;
+
+    // Profile and activation.
+    let out = h.run("setting the profile", "set-profile", &[&c.name, &c.system], None, 120)?;
+    let link = kv(&out, "link");
+    let system_changed = pr.current != c.system;
+    let unit_changed = pr.started != digest;
+    let timeout = c.stop_timeout.to_string();
+    let wait = "60";
+    if pr.running() {
+        let what = match c.strategy {
+            Strategy::None => None,
+            Strategy::Reload => system_changed.then_some("reload"),
+            Strategy::Restart => (system_changed || unit_changed).then_some("restart"),
+            Strategy::Dynamic if unit_changed => Some("restart"),
+            Strategy::Dynamic => system_changed.then_some("reload"),
+        };
+        match what {
+            Some("reload") => {
+                cx.progress("activate", "reloading (switch-to-configuration test inside)");
+                h.run("reloading the container", "reload", &[&c.name], None, 600)?;
+            }
+            Some(_) => {
+                cx.progress("activate", "restarting");
+                h.run("stopping the container", "stop", &[&c.name, &timeout], None, c.stop_timeout + 30)?;
+                h.run("starting the container", "start", &[&c.name, &digest, wait], None, 120)?;
+            }
+            None => {}
+        }
+    } else if c.auto_start {
+        cx.progress("activate", "starting");
+        h.run("starting the container", "start", &[&c.name, &digest, wait], None, 120)?;
+    }
+    let after = probe(h, &c.name)?;
+    Ok(outputs(c, h, &after, &link, &a4, &a6, &nspawn_sha256(&files)))
+}
+
+fn kv(out: &str, key: &str) -> String {
+    out.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn outputs(c: &Container, h: &Host, pr: &Probe, link: &str, a4: &str, a6: &str, unit_sha: &str) -> Object {
+    let opt = |s: &str| if s.is_empty() { Value::Null } else { json!(s) };
+    let mut o = Object::new();
+    o.insert("name".into(), json!(c.name));
+    o.insert("host".into(), json!(h.label));
+    o.insert("address".into(), opt(a4));
+    o.insert("address6".into(), opt(a6));
+    o.insert("leaderPid".into(), pr.leader.map_or(Value::Null, |l| json!(l)));
+    o.insert("generation".into(), generation(link).map_or(Value::Null, |g| json!(g)));
+    o.insert("systemPath".into(), json!(c.system));
+    o.insert("hostKey".into(), h.conn().map_or(Value::Null, |conn| json!(conn.host_key())));
+    o.insert("unitSha256".into(), json!(unit_sha));
+    o
+}
+
+/// The declared `.nspawn` file's sha256 for recorded inputs and outputs (no host access).
+fn expected_unit_sha(c: &Container, outputs: &Object) -> Option<String> {
+    let addr = |k: &str, spec: &Option<AddrSpec>| -> Option<Addr> {
+        let a: IpAddr = outputs.get(k)?.as_str()?.parse().ok()?;
+        Some(match spec.as_ref()? {
+            AddrSpec::Static { host, address } => Addr { host: *host, container: *address },
+            AddrSpec::Pool { pool, .. } => Addr {
+                host: Some(Cidr { addr: pool.first_host(), prefix: pool.prefix }),
+                container: Cidr { addr: a, prefix: pool.prefix },
+            },
+        })
+    };
+    let r = Resolved::new(c, addr("address", &c.network.v4), addr("address6", &c.network.v6));
+    Some(nspawn_sha256(&unit::files(c, &r)))
+}
+
+pub fn read(
+    c: &Container,
+    inputs: &Object,
+    outputs: Option<&Object>,
+    owner: &str,
+) -> Result<ReadResult, ProviderError> {
+    let prior = outputs.map(|o| Prior { inputs: inputs.clone(), outputs: o.clone() });
+    let h = Host::open(&c.host, recorded_host_key(c, prior.as_ref()))?;
+    let pr = probe(&h, &c.name);
+    h.close();
+    let pr = pr?;
+    let mine = pr.exists && pr.owner == owner;
+    let Some(recorded) = outputs else {
+        // Adoption after an interrupted create: only a finished deploy counts.
+        if !mine || pr.profile != c.system || (c.auto_start && !pr.running()) {
+            return Ok(ReadResult { exists: false, outputs: None, inputs: None, drift: vec![] });
+        }
+        let o = outputs_from_probe(c, &h, &pr);
+        return Ok(ReadResult { exists: true, outputs: Some(o), inputs: None, drift: vec![] });
+    };
+    if !mine {
+        return Ok(ReadResult { exists: false, outputs: None, inputs: None, drift: vec![] });
+    }
+    let mut drift = vec![];
+    let mut actual = Object::new();
+    let deployed = recorded.get("systemPath").and_then(Value::as_str).unwrap_or_default();
+    if pr.profile != deployed {
+        drift.push(format!(
+            "the container's profile points to {}, ferry deployed {deployed}",
+            or_none(&pr.profile)
+        ));
+        actual.insert("system".into(), json!(pr.profile));
+    }
+    if c.auto_start && !pr.running() {
+        drift.push("the container is not running".into());
+        actual.insert("autoStart".into(), json!(false));
+    } else if pr.running() && pr.current != deployed && c.strategy != Strategy::None {
+        drift.push(format!("the container runs {}, ferry deployed {deployed}", or_none(&pr.current)));
+        actual.insert("system".into(), json!(pr.current));
+    }
+    let mut o = recorded.clone();
+    o.insert("leaderPid".into(), pr.leader.map_or(Value::Null, |l| json!(l)));
+    o.insert("generation".into(), generation(&pr.link).map_or(Value::Null, |g| json!(g)));
+    if let Some(want) = expected_unit_sha(c, recorded) {
+        if !pr.nspawn_sha256.is_empty() && pr.nspawn_sha256 != want {
+            drift.push(format!("{} was changed on the host", unit::nspawn_path(&c.name)));
+            o.insert("unitSha256".into(), json!("changed on the host"));
+        }
+    }
+    Ok(ReadResult { exists: true, outputs: Some(o), inputs: (!actual.is_empty()).then_some(actual), drift })
+}
+
+fn or_none(s: &str) -> &str {
+    if s.is_empty() {
+        "(nothing)"
+    } else {
+        s
+    }
+}
+
+fn outputs_from_probe(c: &Container, h: &Host, pr: &Probe) -> Object {
+    let files_sha = expected_unit_sha(
+        c,
+        &json!({"address": pr.address, "address6": pr.address6}).as_object().cloned().unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    outputs(c, h, pr, &pr.link, &pr.address, &pr.address6, &files_sha)
+}
+
+/// plan: validate (bad input fails the plan, so nothing changes), diff, and force replacement
+/// when the name or host changes; a unit changed on the host plans an update.
+pub fn plan(resource: &str, inputs: &Object, prior: Option<&Prior>) -> Result<PlanResult, ProviderError> {
+    let c = Container::parse(resource, inputs)?;
+    let Some(prior) = prior else {
+        return Ok(PlanResult { action: PlanAction::Create, changes: vec![], reason: None });
+    };
+    let sensitive = vec!["credentials".to_string(), "sshKey".to_string()];
+    let mut changes = diff_inputs(&prior.inputs, inputs, &sensitive);
+    let old = Container::parse(resource, &prior.inputs).ok();
+    let mut action = if changes.is_empty() { PlanAction::Noop } else { PlanAction::Update };
+    let mut reason = None;
+    if let Some(old) = &old {
+        let moved = old.host.label() != c.host.label();
+        let renamed = old.name != c.name;
+        if moved || renamed {
+            action = PlanAction::Replace;
+            for ch in &mut changes {
+                if ch.path == "name" || ch.path.starts_with("host") {
+                    ch.forces_replace = true;
+                }
+            }
+            reason = Some(if moved {
+                "the container moves to another host: create it there, then remove the old one".into()
+            } else {
+                "the container is renamed: create the new one, then remove the old one".into()
+            });
+        }
+    }
+    if action == PlanAction::Noop
+        && prior.outputs.get("unitSha256").and_then(Value::as_str) == Some("changed on the host")
+    {
+        action = PlanAction::Update;
+        changes.push(Change {
+            path: "unit".into(),
+            before: Some(json!("changed on the host")),
+            after: Some(json!("as declared")),
+            forces_replace: false,
+        });
+    }
+    Ok(PlanResult { action, changes, reason })
+}
+
+/// delete: stop the container and remove its unit, network files and profile; its root
+/// directory (and its addresses) stay unless `keepState = false` / `purge`.
+pub fn destroy(
+    c: &Container,
+    prior: Option<&Prior>,
+    purge: bool,
+    cx: &CallContext,
+) -> Result<(), ProviderError> {
+    let h = Host::open(&c.host, recorded_host_key(c, prior))?;
+    let r = (|| {
+        cx.progress("stop", format!("stopping {}", c.name));
+        h.run(
+            "stopping the container",
+            "stop",
+            &[&c.name, &c.stop_timeout.to_string()],
+            None,
+            c.stop_timeout + 30,
+        )?;
+        h.run("disabling the container", "enable", &[&c.name, "no"], None, 30)?;
+        h.run("removing the container", "destroy", &[&c.name, if purge { "yes" } else { "no" }], None, 120)?;
+        Ok(())
+    })();
+    h.close();
+    r
+}
+
+/// Operational actions: start, stop, restart, status, generations.
+pub fn action(
+    c: &Container,
+    prior: Option<&Prior>,
+    action: &str,
+) -> Result<(Option<Object>, String), ProviderError> {
+    let h = Host::open(&c.host, recorded_host_key(c, prior))?;
+    let r = (|| {
+        let timeout = c.stop_timeout.to_string();
+        let digest_of = |h: &Host| -> Result<String, ProviderError> { Ok(probe(h, &c.name)?.unit) };
+        let msg = match action {
+            "start" => {
+                let d = digest_of(&h)?;
+                h.run("starting the container", "start", &[&c.name, &d, "60"], None, 120)?;
+                format!("{} started", c.name)
+            }
+            "stop" => {
+                h.run("stopping the container", "stop", &[&c.name, &timeout], None, c.stop_timeout + 30)?;
+                format!("{} stopped", c.name)
+            }
+            "restart" => {
+                let d = digest_of(&h)?;
+                h.run("stopping the container", "stop", &[&c.name, &timeout], None, c.stop_timeout + 30)?;
+                h.run("starting the container", "start", &[&c.name, &d, "60"], None, 120)?;
+                format!("{} restarted", c.name)
+            }
+            "generations" => h.run("listing generations", "generations", &[&c.name], None, 60)?,
+            "status" => String::new(),
+            other => {
+                return Err(err(format!(
+                    "nspawn.container has no action `{other}` (actions: start, stop, restart, status, generations)"
+                ))
+                .code("badRequest"))
+            }
+        };
+        let pr = probe(&h, &c.name)?;
+        let mut o = prior.map(|p| p.outputs.clone()).unwrap_or_default();
+        o.insert("leaderPid".into(), pr.leader.map_or(Value::Null, |l| json!(l)));
+        o.insert("generation".into(), generation(&pr.link).map_or(Value::Null, |g| json!(g)));
+        let msg = if action == "status" { status_line(&c.name, &h.label, &pr) } else { msg };
+        Ok((Some(o), msg))
+    })();
+    h.close();
+    r
+}
+
+pub fn status_line(name: &str, host: &str, pr: &Probe) -> String {
+    format!(
+        "{name} on {host}: {}{}, generation {}, address {}{}",
+        if pr.running() { "running" } else { "stopped" },
+        pr.leader.map(|l| format!(" (leader PID {l})")).unwrap_or_default(),
+        generation(&pr.link).map_or("-".into(), |g| g.to_string()),
+        if pr.address.is_empty() { "-" } else { &pr.address },
+        if pr.address6.is_empty() { String::new() } else { format!(", {}", pr.address6) },
+    )
+}

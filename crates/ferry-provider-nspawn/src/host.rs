@@ -1,0 +1,224 @@
+//! Reaching a container host: the local machine, or an SSH target through one multiplexed
+//! connection. Everything on the host goes through the helper script `nspawn.sh`, installed
+//! once (hash-named, so an upgraded ferry installs its own) in `/run/ferry`.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferry_protocol::ProviderError;
+use ferry_ssh::{command_line, quote, wait_output, Connection, Identity, SshError, Target, WaitError};
+use sha2::Digest;
+
+use crate::schema::HostSpec;
+
+pub const SCRIPT: &str = include_str!("nspawn.sh");
+
+fn script_path() -> String {
+    let hash = hex::encode(&sha2::Sha256::digest(SCRIPT.as_bytes())[..6]);
+    format!("/run/ferry/ferry-nspawn-{hash}.sh")
+}
+
+pub enum Exec {
+    Local,
+    Ssh { conn: Connection, sudo: bool },
+}
+
+/// A host with the helper script in place.
+pub struct Host {
+    pub exec: Exec,
+    pub label: String,
+    path: String,
+}
+
+fn err(msg: impl Into<String>) -> ProviderError {
+    ProviderError::new(msg)
+}
+
+/// The SSH target of a host spec.
+pub fn target(spec: &crate::schema::SshHost, host_key: Option<String>) -> Target {
+    Target {
+        host: spec.host.clone(),
+        port: spec.port,
+        user: spec.user.clone(),
+        identity: spec.ssh_key.as_deref().map(Identity::from_input),
+        host_key,
+        options: spec.ssh_options.clone(),
+        connect_timeout: 10,
+    }
+}
+
+impl Host {
+    /// Connect (SSH: host key pinned in the spec, else `host_key` recorded earlier, else
+    /// trust on first use) and install the helper script if the host lacks it.
+    pub fn open(spec: &HostSpec, host_key: Option<String>) -> Result<Host, ProviderError> {
+        let path = script_path();
+        let h = match spec {
+            HostSpec::Local => {
+                if !nix::is_root() {
+                    return Err(err("containers on the local machine need root (run ferry as root)"));
+                }
+                if !std::path::Path::new(&path).exists() {
+                    std::fs::create_dir_all("/run/ferry")
+                        .and_then(|_| {
+                            let tmp = format!("{path}.{}", std::process::id());
+                            std::fs::write(&tmp, SCRIPT)?;
+                            std::fs::rename(&tmp, &path)
+                        })
+                        .map_err(|e| err(format!("cannot install {path}: {e}")))?;
+                }
+                Host { exec: Exec::Local, label: "local".into(), path }
+            }
+            HostSpec::Ssh(s) => {
+                let key = s.host_key.clone().or(host_key);
+                let conn =
+                    Connection::open(&target(s, key)).map_err(ferry_provider_nixos::transfer::ssh_error)?;
+                let sudo = s.user != "root";
+                let h = Host { exec: Exec::Ssh { conn, sudo }, label: spec.label(), path };
+                let p = quote(&h.path);
+                let install = format!(
+                    "if [ ! -f {p} ]; then umask 077; mkdir -p /run/ferry && cat > {p}.tmp && mv -f {p}.tmp {p}; \
+                     else cat >/dev/null; fi"
+                );
+                h.raw(
+                    "installing ferry's container helper",
+                    &h.privileged(&install),
+                    Some(SCRIPT.as_bytes()),
+                    60,
+                )?;
+                h
+            }
+        };
+        Ok(h)
+    }
+
+    pub fn conn(&self) -> Option<&Connection> {
+        match &self.exec {
+            Exec::Ssh { conn, .. } => Some(conn),
+            Exec::Local => None,
+        }
+    }
+
+    fn privileged(&self, inner: &str) -> String {
+        match &self.exec {
+            Exec::Ssh { sudo: true, .. } => format!("sudo -n sh -c {}", quote(inner)),
+            _ => inner.to_string(),
+        }
+    }
+
+    /// The shell command line running the helper in `mode`.
+    pub fn line(&self, mode: &str, args: &[&str]) -> String {
+        let mut words = vec![mode];
+        words.extend_from_slice(args);
+        self.privileged(&format!("sh {} {}", quote(&self.path), command_line(&words)))
+    }
+
+    fn raw(
+        &self,
+        what: &str,
+        line: &str,
+        stdin: Option<&[u8]>,
+        timeout: u64,
+    ) -> Result<String, ProviderError> {
+        let timeout = Duration::from_secs(timeout);
+        match &self.exec {
+            Exec::Ssh { conn, .. } => conn.run(what, line, stdin, timeout).map_err(|e| match e {
+                SshError::Failed { stderr, status, .. } => failed(what, &self.label, status, &stderr),
+                e => ferry_provider_nixos::transfer::ssh_error(e),
+            }),
+            Exec::Local => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(line);
+                c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                let mut child = c.spawn().map_err(|e| err(format!("{what}: cannot run sh: {e}")))?;
+                if let (Some(data), Some(mut w)) = (stdin, child.stdin.take()) {
+                    let data = data.to_vec();
+                    std::thread::spawn(move || {
+                        let _ = w.write_all(&data);
+                    });
+                }
+                let out = wait_output(child, timeout).map_err(|e| match e {
+                    WaitError::Timeout => {
+                        err(format!("{what} did not finish within {} s", timeout.as_secs()))
+                    }
+                    WaitError::Io(e) => err(format!("{what}: {e}")),
+                })?;
+                let so = String::from_utf8_lossy(&out.stdout).into_owned();
+                if out.status.success() {
+                    Ok(so)
+                } else {
+                    Err(failed(
+                        what,
+                        "local",
+                        out.status.code(),
+                        &format!("{so}{}", String::from_utf8_lossy(&out.stderr)),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Run the helper: its stdout, or an error carrying its last lines of output.
+    pub fn run(
+        &self,
+        what: &str,
+        mode: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        timeout: u64,
+    ) -> Result<String, ProviderError> {
+        self.raw(what, &self.line(mode, args), stdin, timeout)
+    }
+
+    /// A command running the helper attached to the caller's terminal (`shell`, `run`).
+    pub fn interactive(&self, mode: &str, args: &[&str], tty: bool) -> Command {
+        match &self.exec {
+            Exec::Ssh { conn, .. } => {
+                let line = self.line(mode, args);
+                if tty {
+                    conn.interactive_command(Some(&line))
+                } else {
+                    conn.command(&line)
+                }
+            }
+            Exec::Local => {
+                let mut c = Command::new("sh");
+                c.arg(&self.path).arg(mode).args(args);
+                c
+            }
+        }
+    }
+
+    pub fn close(&self) {
+        if let Exec::Ssh { conn, .. } = &self.exec {
+            conn.close();
+        }
+    }
+}
+
+/// A helper failure: its `error:` lines first (they say what to do), else the output's tail.
+fn failed(what: &str, host: &str, status: Option<i32>, output: &str) -> ProviderError {
+    let errors: Vec<&str> = output.lines().filter(|l| l.starts_with("error: ")).collect();
+    let detail = if errors.is_empty() {
+        ferry_ssh::tail_lines(output, 15)
+    } else {
+        let rest: Vec<&str> = output.lines().filter(|l| !l.starts_with("error: ")).collect();
+        let mut d = errors.iter().map(|l| &l[7..]).collect::<Vec<_>>().join("\n");
+        let tail = ferry_ssh::tail_lines(&rest.join("\n"), 15);
+        if !tail.is_empty() {
+            d = format!("{d}\n{tail}");
+        }
+        d
+    };
+    let status = status.map_or("killed by a signal".to_string(), |c| format!("exit {c}"));
+    err(format!("{what} failed on {host} ({status}): {detail}"))
+}
+
+mod nix {
+    pub fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+}
