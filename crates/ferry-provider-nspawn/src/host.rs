@@ -21,7 +21,7 @@ fn script_path() -> String {
 
 pub enum Exec {
     Local,
-    Ssh { conn: Connection, sudo: bool },
+    Ssh { conn: Box<Connection>, sudo: bool },
 }
 
 /// A host with the helper script in place.
@@ -74,7 +74,7 @@ impl Host {
                 let conn =
                     Connection::open(&target(s, key)).map_err(ferry_provider_nixos::transfer::ssh_error)?;
                 let sudo = s.user != "root";
-                let h = Host { exec: Exec::Ssh { conn, sudo }, label: spec.label(), path };
+                let h = Host { exec: Exec::Ssh { conn: Box::new(conn), sudo }, label: spec.label(), path };
                 let p = quote(&h.path);
                 let install = format!(
                     "if [ ! -f {p} ]; then umask 077; mkdir -p /run/ferry && cat > {p}.tmp && mv -f {p}.tmp {p}; \
