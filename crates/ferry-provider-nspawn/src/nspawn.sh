@@ -39,6 +39,12 @@ leader() {
   fi
   np=$(cat "$RUN/$1.pid" 2>/dev/null)
   alive "$np" || return 0
+  # nspawn's only child is the container's PID 1.
+  if [ -r "/proc/$np/task/$np/children" ]; then
+    set -- $(cat "/proc/$np/task/$np/children")
+    [ -n "${1:-}" ] && echo "$1"
+    return 0
+  fi
   for p in /proc/[0-9]*; do
     pp=$(sed -n 's/^PPid:[[:space:]]*//p' "$p/status" 2>/dev/null)
     if [ "$pp" = "$np" ]; then echo "${p#/proc/}"; return 0; fi
@@ -131,7 +137,7 @@ probe)
   echo "owner=$(cat "$s/owner" 2>/dev/null)"
   l=$(leader "$name")
   echo "leader=$l"
-  echo "current=$(current "$name")"
+  [ -n "$l" ] && echo "current=$(readlink "/proc/$l/root/run/current-system" 2>/dev/null)"
   echo "profile=$(readlink -f "$(profile "$name")" 2>/dev/null)"
   echo "link=$(readlink "$(profile "$name")" 2>/dev/null)"
   echo "unit=$(cat "$s/unit.digest" 2>/dev/null)"
