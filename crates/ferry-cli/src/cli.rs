@@ -119,6 +119,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ContainerCommand,
     },
+    /// Work with deployed process sets (status, generations, rollback).
+    Processes {
+        #[command(subcommand)]
+        command: ProcessesCommand,
+    },
     /// Open a shell on a machine, or run a command there: `ferry ssh NAME [-- CMD...]`.
     Ssh {
         name: String,
@@ -251,6 +256,21 @@ pub enum MachineCommand {
     },
     /// Upload a machine's keys again (e.g. after a reboot emptied /run/keys).
     UploadKeys { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProcessesCommand {
+    /// Each process's live status (running with its PID, or how it is not).
+    Status { name: String },
+    /// List a process set's profile generations.
+    Generations { name: String },
+    /// Switch a process set to its previous generation (or --to GEN): only the processes whose
+    /// configuration differs are restarted.
+    Rollback {
+        name: String,
+        #[arg(long = "to", value_name = "GEN")]
+        to: Option<u64>,
+    },
 }
 
 /// Where an imperative container runs.

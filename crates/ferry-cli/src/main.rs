@@ -65,8 +65,9 @@ fn builtin_provider(name: &str) -> i32 {
         "nixos" => ferry_provider_nixos::run(),
         "nspawn" => ferry_provider_nspawn::run(),
         "processes" => ferry_provider_processes::run(),
+        "ids" => ferry_provider_processes::run_ids(),
         other => {
-            eprintln!("error: no built-in provider `{other}` (built-in: local, nixos, nspawn, processes); usage: ferry {PROVIDER_ENTRY} local");
+            eprintln!("error: no built-in provider `{other}` (built-in: local, nixos, nspawn, processes, ids); usage: ferry {PROVIDER_ENTRY} local");
             return 2;
         }
     };

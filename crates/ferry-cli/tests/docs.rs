@@ -47,6 +47,7 @@ const PAGES: &[&str] = &[
     "state.md",
     "cli.md",
     "providers.md",
+    "processes.md",
 ];
 
 fn docs_dir() -> PathBuf {
@@ -332,6 +333,11 @@ fn local_provider() {
 #[test]
 fn machines() {
     run_page("machines.md");
+}
+
+#[test]
+fn processes() {
+    run_page("processes.md");
 }
 
 #[test]

@@ -70,20 +70,42 @@ let
 
   # ---------------------------------------------------------------- the modes
 
+  # The input named by a schema's `outputNamesInput`: a list of extra output names, or an
+  # attribute set { SUB = [ OUTPUT ... ]; } naming nested outputs: each OUTPUT is an attribute
+  # set over the SUBs listing it (`ids.pool`: claimants -> pools, read as resources.ids.POOL.SUB).
+  namesInputOf = e:
+    let s = schemas.${e.decl.type or ""} or null;
+    in if s == null || s.outputNamesInput == null then [ ]
+    else
+      let r = tryEval (fromJSON (toJSON (e.decl.inputs.${s.outputNamesInput} or [ ])));
+      in if r.success then r.value else [ ];
+
+  nestedOf = e:
+    let v = namesInputOf e;
+    in if !isAttrs v then { }
+    else builtins.foldl'
+      (acc: sub:
+        let outs = filter isString (if isList v.${sub} then v.${sub} else [ ]);
+        in builtins.foldl' (a: o: a // { ${o} = (a.${o} or [ ]) ++ [ sub ]; }) acc outs)
+      { } (attrNames v);
+
   outputNamesOf = e:
     let
       s = schemas.${e.decl.type or ""} or null;
-      extra =
-        if s == null || s.outputNamesInput == null then [ ]
-        else
-          let r = tryEval (fromJSON (toJSON (e.decl.inputs.${s.outputNamesInput} or [ ])));
-          in if r.success && isList r.value then r.value else [ ];
+      v = namesInputOf e;
+      extra = if isList v then v else attrNames (nestedOf e);
     in if s == null then null else s.outputs ++ extra;
 
   placeholderOutputs = name: e:
-    let ns = outputNamesOf e;
+    let
+      ns = outputNamesOf e;
+      nested = nestedOf e;
+      value = o:
+        if hasAttr o nested
+        then listToAttrs (map (sub: { name = sub; value = placeholder name "${o}.${sub}"; }) nested.${o})
+        else placeholder name o;
     in if ns == null then pending name
-    else listToAttrs (map (o: { name = o; value = placeholder name o; }) ns);
+    else listToAttrs (map (o: { name = o; value = value o; }) ns);
 
   # Throw mode, optimistic: settled outputs are known; recorded outputs of resources whose
   # inputs are unchanged ("stable") are lent to their dependents; everything else throws.

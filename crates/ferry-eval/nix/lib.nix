@@ -2,5 +2,8 @@
 { }:
 {
   version = "0.1.0";
-  lib = { };
+  lib = {
+    # The processes model and its generators (processes.set), see processes.nix.
+    processes = import ./processes.nix { };
+  };
 }

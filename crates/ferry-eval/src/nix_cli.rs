@@ -10,6 +10,7 @@ use std::time::Instant;
 
 const EVAL_NIX: &str = include_str!("../nix/eval.nix");
 const LIB_NIX: &str = include_str!("../nix/lib.nix");
+const PROCESSES_NIX: &str = include_str!("../nix/processes.nix");
 
 /// Options passed through to every Nix invocation.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +46,7 @@ impl NixCli {
         let dir = tempfile::Builder::new().prefix("ferry-eval-").tempdir()?;
         std::fs::write(dir.path().join("eval.nix"), EVAL_NIX)?;
         std::fs::write(dir.path().join("lib.nix"), LIB_NIX)?;
+        std::fs::write(dir.path().join("processes.nix"), PROCESSES_NIX)?;
         Ok(NixCli { dir, settings, stats: Mutex::new(EvalStats::default()), seq: AtomicU64::new(0) })
     }
 

@@ -152,3 +152,87 @@ fn duplicate_names_and_user_errors() {
     let e = nix().round(&req).unwrap_err();
     assert!(e.to_string().contains("deployment.nix:2"), "syntax error with file:line: {e}");
 }
+
+#[test]
+fn nested_outputs_from_an_attrset_names_input() {
+    // ids.pool-like: `claimants` = { CLAIMANT = [ POOL ... ]; } gives outputs POOL.CLAIMANT.
+    let dep = r#"{ resources, ferry, ... }: {
+      resources.ids = { type = "ids.pool"; inputs = { pools.ports = { min = 1; max = 9; }; claimants = { web = [ "ports" ]; db = [ "ports" "uids" ]; }; }; };
+      resources.f = { type = "local.file"; inputs = { path = "/tmp/f"; content = "${toString resources.ids.ports.web} ${toString resources.ids.uids.db}"; }; };
+    }"#;
+    let (_d, mut req) = setup(&[("deployment.nix", dep)]);
+    req.schemas.insert(
+        "ids.pool".into(),
+        KindOutputs { outputs: vec![], output_names_input: Some("claimants".into()) },
+    );
+    let r = nix().round(&req).unwrap();
+    assert!(r.results["ids"].inputs.is_some());
+    let f = &r.results["f"];
+    assert!(f.inputs.is_none(), "f waits for the pool");
+    assert_eq!(
+        f.preview.as_ref().unwrap()["content"],
+        Some(json!("<ferry:unknown:ids:ports.web> <ferry:unknown:ids:uids.db>"))
+    );
+    let edges = find_placeholders(f.edges.as_ref().unwrap());
+    assert_eq!(edges.len(), 2);
+    assert!(edges.iter().all(|p| p.resource == "ids"));
+    // Once known, the real nested outputs flow in.
+    req.known.insert(
+        "ids".into(),
+        json!({"ports": {"web": 5000, "db": 5001}, "uids": {"db": 2000}}).as_object().unwrap().clone(),
+    );
+    req.pending = Some(vec!["f".into()]);
+    let r = nix().round(&req).unwrap();
+    assert_eq!(r.results["f"].inputs.as_ref().unwrap()["content"], json!("5000 2000"));
+}
+
+#[test]
+fn processes_library_validates_the_model() {
+    let t = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-testkit/nix");
+    let model = |procs: &str, manager: &str| {
+        format!(
+            r#"{{ ferry, ... }}: let p = ferry.lib.processes; t = import {t} {{ }}; in {{
+              resources.s = {{ type = "local.file"; inputs = p.set {{ pkgs = t.pkgs; manager = "{manager}"; name = "s"; stateDir = "/tmp/s"; processes = {{ {procs} }}; }}; }};
+            }}"#,
+            t = t.display()
+        )
+    };
+    let cases = [
+        (model(r#"a = p.mkProcess { command = [ "x" ]; };"#, "runit"), "unknown manager `runit`"),
+        (
+            model(r#"a = p.mkProcess { command = [ "x" ]; dependsOn = [ "b" ]; };"#, "s6"),
+            "depends on `b`, which is not a process of this set",
+        ),
+        (
+            model(
+                r#"a = p.mkProcess { command = [ "x" ]; dependsOn = [ "b" ]; }; b = p.mkProcess { command = [ "y" ]; dependsOn = [ "a" ]; };"#,
+                "s6",
+            ),
+            "dependency cycle among processes: a, b",
+        ),
+        (
+            model(r#"a = p.mkProcess { command = [ "x" ]; user = "Bad User"; };"#, "sysvinit"),
+            "invalid user name `Bad User`",
+        ),
+    ];
+    for (text, want) in cases {
+        let (_d, req) = setup(&[("deployment.nix", &text)]);
+        match nix().round(&req) {
+            Err(e) => assert!(e.to_string().contains(want), "{want}: {e}"),
+            Ok(r) => panic!("{want}: evaluated: {:?}", r.results["s"].inputs),
+        }
+    }
+    let (_d, req) = setup(&[(
+        "deployment.nix",
+        &model(
+            r#"a = p.mkProcess { command = [ "x" ]; }; b = p.mkProcess { command = [ "y" ]; dependsOn = [ "a" ]; };"#,
+            "supervisord",
+        ),
+    )]);
+    let r = nix().round(&req).unwrap();
+    let inputs = r.results["s"].inputs.as_ref().unwrap();
+    assert_eq!(inputs["manager"], json!("supervisord"));
+    assert!(inputs["profile"].as_str().unwrap().starts_with("/nix/store/"));
+    assert!(inputs["processes"]["b"]["config"].as_str().unwrap().starts_with("/nix/store/"));
+    assert_eq!(inputs["processes"]["b"]["dependsOn"], json!(["a"]));
+}

@@ -1,22 +1,166 @@
-//! ferry's built-in `processes` provider (work in progress).
+//! ferry's built-in `processes` and `ids` providers.
+//!
+//! * `processes.set` — a set of long-running processes (made with `ferry.lib.processes.set`,
+//!   see `crates/ferry-eval/nix/processes.nix`) deployed under supervisord, s6, sysvinit
+//!   scripts or systemd on the local host: a switch that touches only the processes whose
+//!   config store path changed, a profile with generations, rollback, live status as drift.
+//!   `set.rs` (switch, read, delete, actions), `manager.rs` (each manager through its own
+//!   tools), `host.rs` (every host operation is a shell script).
+//! * `ids.pool` — sticky unique IDs (`ids.rs`), outputs nested per pool: `resources.ids.ports.webapp`.
+//!
+//! Architecture invariant: depends on `ferry-protocol` (and `ferry-ssh`) only; managers are
+//! driven with their own command-line tools, never reimplemented.
+
+mod host;
+mod ids;
+mod manager;
+pub mod schema;
+mod set;
+
+use std::sync::OnceLock;
 
 use ferry_protocol::sdk::{CallContext, Provider, ProviderInfo};
-use ferry_protocol::{CreateParams, OutputsResult, ProviderError};
+use ferry_protocol::*;
 
-#[derive(Default)]
-pub struct Builtin;
+/// Run-wide options from the handshake.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub nix_options: Vec<(String, String)>,
+}
 
-impl Provider for Builtin {
-    fn info(&self) -> ProviderInfo {
-        ProviderInfo { name: "processes".into(), version: env!("CARGO_PKG_VERSION").into(), kinds: vec![] }
+impl Options {
+    fn from(o: &Object) -> Options {
+        Options {
+            nix_options: o
+                .get("nixOptions")
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| {
+                            let p = p.as_array()?;
+                            Some((p.first()?.as_str()?.to_string(), p.get(1)?.as_str()?.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
 
-    fn create(&self, p: CreateParams, _cx: &CallContext) -> Result<OutputsResult, ProviderError> {
-        Err(ProviderError::new(format!("no kind `{}`", p.kind)).code("badRequest"))
+    /// `--option NAME VALUE` for Nix commands.
+    pub fn nix_args(&self) -> Vec<String> {
+        self.nix_options.iter().flat_map(|(k, v)| ["--option".to_string(), k.clone(), v.clone()]).collect()
     }
 }
 
-/// Serve the provider on stdin/stdout until stdin closes.
+/// The `processes` provider (kind `set`).
+#[derive(Default)]
+pub struct Builtin {
+    options: OnceLock<Options>,
+}
+
+impl Builtin {
+    fn options(&self) -> &Options {
+        self.options.get_or_init(Options::default)
+    }
+}
+
+fn unknown_kind(provider: &str, kind: &str, kinds: &str) -> ProviderError {
+    ProviderError::new(format!("the {provider} provider has no kind `{kind}` (kinds: {kinds})"))
+        .code("badRequest")
+}
+
+impl Provider for Builtin {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: "processes".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            kinds: vec![schema::set()],
+        }
+    }
+
+    fn configure(&self, options: &Object) {
+        let _ = self.options.set(Options::from(options));
+    }
+
+    /// Inputs are checked while planning, so bad input stops the run before anything changes.
+    fn plan(&self, p: PlanParams, _cx: &CallContext) -> Result<PlanResult, ProviderError> {
+        if p.kind != "set" {
+            return Err(unknown_kind("processes", &p.kind, "set"));
+        }
+        schema::SetInputs::parse(&p.resource, &p.inputs)?;
+        Ok(set::plan(&self.info(), &p))
+    }
+
+    fn create(&self, p: CreateParams, cx: &CallContext) -> Result<OutputsResult, ProviderError> {
+        if p.kind != "set" {
+            return Err(unknown_kind("processes", &p.kind, "set"));
+        }
+        set::deploy(self.options(), &p.resource, &p.inputs, cx).map(|outputs| OutputsResult { outputs })
+    }
+
+    fn update(&self, p: UpdateParams, cx: &CallContext) -> Result<OutputsResult, ProviderError> {
+        if p.kind != "set" {
+            return Err(unknown_kind("processes", &p.kind, "set"));
+        }
+        set::deploy(self.options(), &p.resource, &p.inputs, cx).map(|outputs| OutputsResult { outputs })
+    }
+
+    fn read(&self, p: ReadParams, _cx: &CallContext) -> Result<ReadResult, ProviderError> {
+        if p.kind != "set" {
+            return Err(unknown_kind("processes", &p.kind, "set"));
+        }
+        set::read(&p.resource, &p.inputs, p.outputs.as_ref())
+    }
+
+    fn delete(&self, p: DeleteParams, cx: &CallContext) -> Result<(), ProviderError> {
+        if p.kind != "set" {
+            return Err(unknown_kind("processes", &p.kind, "set"));
+        }
+        set::delete(&p.resource, &p.inputs, cx)
+    }
+
+    fn action(&self, p: ActionParams, cx: &CallContext) -> Result<ActionResult, ProviderError> {
+        if p.kind != "set" {
+            return Err(unknown_kind("processes", &p.kind, "set"));
+        }
+        set::action(self.options(), &p, cx)
+    }
+}
+
+/// The `ids` provider (kind `pool`).
+#[derive(Default)]
+pub struct Ids;
+
+impl Provider for Ids {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: "ids".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            kinds: vec![schema::pool()],
+        }
+    }
+
+    fn create(&self, p: CreateParams, _cx: &CallContext) -> Result<OutputsResult, ProviderError> {
+        if p.kind != "pool" {
+            return Err(unknown_kind("ids", &p.kind, "pool"));
+        }
+        ids::assign(&p.resource, &p.inputs, None).map(|outputs| OutputsResult { outputs })
+    }
+
+    fn update(&self, p: UpdateParams, _cx: &CallContext) -> Result<OutputsResult, ProviderError> {
+        if p.kind != "pool" {
+            return Err(unknown_kind("ids", &p.kind, "pool"));
+        }
+        ids::assign(&p.resource, &p.inputs, Some(&p.prior.outputs)).map(|outputs| OutputsResult { outputs })
+    }
+}
+
+/// Serve the `processes` provider on stdin/stdout until stdin closes.
 pub fn run() -> std::io::Result<()> {
-    ferry_protocol::sdk::serve(Builtin)
+    ferry_protocol::sdk::serve(Builtin::default())
+}
+
+/// Serve the `ids` provider on stdin/stdout until stdin closes.
+pub fn run_ids() -> std::io::Result<()> {
+    ferry_protocol::sdk::serve(Ids)
 }

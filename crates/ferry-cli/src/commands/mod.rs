@@ -12,6 +12,7 @@ pub mod destroy;
 pub mod graph;
 pub mod machine;
 pub mod plan;
+pub mod processes;
 pub mod provider_check;
 pub mod providers;
 pub mod refresh;
@@ -74,6 +75,7 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
         },
         Command::Provider { command } => provider_check::run(&ctx, command),
         Command::Machine { command } => machine::run(&ctx, command),
+        Command::Processes { command } => processes::run(&ctx, command),
         Command::Container { command } => container::run(&ctx, command),
         Command::Ssh { name, command } => machine::ssh(&ctx, &name, &command),
         Command::Exec { on, parallel, command } => machine::exec(&ctx, on.as_deref(), parallel, &command),
