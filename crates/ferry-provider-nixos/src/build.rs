@@ -84,3 +84,17 @@ fn run_batch(batch: Vec<(Vec<String>, Vec<String>, Reply)>, nix_args: &[String])
         let _ = reply.send(r);
     }
 }
+
+/// The build targets for `nix-store --realise` from the call's context.
+pub fn targets(context: &std::collections::BTreeMap<String, Vec<String>>) -> Vec<String> {
+    context
+        .iter()
+        .map(|(p, outs)| {
+            if p.ends_with(".drv") && !outs.is_empty() {
+                format!("{p}!{}", outs.join(","))
+            } else {
+                p.clone()
+            }
+        })
+        .collect()
+}

@@ -236,20 +236,6 @@ fn machine_outputs(m: &Machine, r: &Remote, system: &str, link: &str, boot: &str
     o
 }
 
-/// The build targets for `nix-store --realise` from the call's context.
-fn build_targets(context: &BTreeMap<String, Vec<String>>) -> Vec<String> {
-    context
-        .iter()
-        .map(|(p, outs)| {
-            if p.ends_with(".drv") && !outs.is_empty() {
-                format!("{p}!{}", outs.join(","))
-            } else {
-                p.clone()
-            }
-        })
-        .collect()
-}
-
 /// Copy the closure of `paths` to the host: only the missing ones, through the shared
 /// connection, in a copy slot. Returns (paths copied, bytes).
 fn copy(
@@ -324,7 +310,7 @@ pub fn deploy(
 
     if activate {
         // Build.
-        let targets = build_targets(context);
+        let targets = crate::build::targets(context);
         match m.build_on {
             BuildOn::Local => {
                 if !Path::new(&m.system).exists() {
@@ -349,7 +335,11 @@ pub fn deploy(
                 }
                 cx.progress("build", format!("building {} on {}", short(&m.system), m.host));
                 let mut words = vec!["nix-store".to_string(), "--realise".into()];
-                words.extend(if drvs.is_empty() { vec![m.system.clone()] } else { build_targets(context) });
+                words.extend(if drvs.is_empty() {
+                    vec![m.system.clone()]
+                } else {
+                    crate::build::targets(context)
+                });
                 words.extend(opts.nix_args());
                 if m.substitute_on_destination {
                     words.extend(["--option".into(), "substitute".into(), "true".into()]);
@@ -750,6 +740,6 @@ mod tests {
         let mut c = BTreeMap::new();
         c.insert("/nix/store/x.drv".to_string(), vec!["out".to_string()]);
         c.insert("/nix/store/y".to_string(), vec![]);
-        assert_eq!(build_targets(&c), vec!["/nix/store/x.drv!out", "/nix/store/y"]);
+        assert_eq!(crate::build::targets(&c), vec!["/nix/store/x.drv!out", "/nix/store/y"]);
     }
 }

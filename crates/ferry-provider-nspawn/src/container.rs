@@ -219,19 +219,6 @@ pub struct Deps<'a> {
     pub copy_slots: &'a ferry_provider_nixos::Slots,
 }
 
-fn build_targets(context: &BTreeMap<String, Vec<String>>) -> Vec<String> {
-    context
-        .iter()
-        .map(|(p, outs)| {
-            if p.ends_with(".drv") && !outs.is_empty() {
-                format!("{p}!{}", outs.join(","))
-            } else {
-                p.clone()
-            }
-        })
-        .collect()
-}
-
 /// create/update: bring the container on its host to the declared state.
 pub fn deploy(
     d: &Deps,
@@ -290,7 +277,7 @@ fn deploy_on(
 
     // Build and copy the system.
     if !Path::new(&c.system).exists() {
-        let targets = build_targets(d.context);
+        let targets = ferry_provider_nixos::build::targets(d.context);
         if targets.is_empty() {
             return Err(err(format!(
                 "{} does not exist in the local store and ferry has no derivation to build it",
