@@ -25,6 +25,9 @@ echo
 echo "=== 2. a fleet of machines over SSH (examples/fleet)"
 fleet=${FERRY_FLEET_DIR:-/tmp/ferry-fleet}
 mkdir -p "$fleet"
+# Fresh hosts every time (new addresses, empty stores), so a previous run's state is stale.
+$testhosts down --dir "$fleet/hosts" >/dev/null 2>&1 || true
+rm -f "$fleet/state.db" "$fleet/state.db.lock"
 $testhosts up --dir "$fleet/hosts" web1 web2 web3
 export FERRY_FLEET_HOSTS=$fleet/hosts/hosts.json
 ff=examples/fleet/deployment.nix
