@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ferry_testkit::host::{test_systems_nix, TestHost};
-use ferry_testkit::{wait_until, Run, Sandbox};
+use ferry_testkit::{http_get, wait_until, Run, Sandbox};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry");
@@ -105,18 +105,6 @@ fn generation(h: &TestHost) -> String {
 
 fn httpd_pid(h: &TestHost) -> String {
     sh(h, "cat /run/ferry-test/httpd.pid")
-}
-
-fn http_get(addr: &str, port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&format!("{addr}:{port}").parse().ok()?, Duration::from_secs(3))
-            .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut b = String::new();
-    s.read_to_string(&mut b).ok()?;
-    Some(b)
 }
 
 fn state_json(sb: &Sandbox, name: &str) -> Value {

@@ -262,3 +262,19 @@ pub fn sqlite_integrity(db: &Path) -> String {
         .expect("sqlite3 (apt-get install sqlite3)");
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
+
+/// `GET path` over plain HTTP/1.0 to ADDR:PORT (3 s to connect, 5 s to read): the whole
+/// response, or `None` if nothing answered.
+pub fn http_get(addr: &str, port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("{addr}:{port}").parse().ok()?,
+        std::time::Duration::from_secs(3),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut b = String::new();
+    s.read_to_string(&mut b).ok()?;
+    Some(b)
+}
