@@ -19,6 +19,7 @@ pub mod build;
 mod checks;
 mod deploy;
 pub mod schema;
+pub mod target;
 pub mod transfer;
 
 use std::sync::{Condvar, Mutex, OnceLock};

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ferry_protocol::ProviderError;
-use ferry_ssh::{command_line, quote, wait_output, Connection, Identity, SshError, Target, WaitError};
+use ferry_ssh::{command_line, quote, wait_output, Connection, SshError, WaitError};
 use sha2::Digest;
 
 use crate::schema::HostSpec;
@@ -35,19 +35,6 @@ fn err(msg: impl Into<String>) -> ProviderError {
     ProviderError::new(msg)
 }
 
-/// The SSH target of a host spec.
-pub fn target(spec: &crate::schema::SshHost, host_key: Option<String>) -> Target {
-    Target {
-        host: spec.host.clone(),
-        port: spec.port,
-        user: spec.user.clone(),
-        identity: spec.ssh_key.as_deref().map(Identity::from_input),
-        host_key,
-        options: spec.ssh_options.clone(),
-        connect_timeout: 10,
-    }
-}
-
 impl Host {
     /// Connect (SSH: host key pinned in the spec, else `host_key` recorded earlier, else
     /// trust on first use) and install the helper script if the host lacks it.
@@ -70,9 +57,7 @@ impl Host {
                 Host { exec: Exec::Local, label: "local".into(), path }
             }
             HostSpec::Ssh(s) => {
-                let key = s.host_key.clone().or(host_key);
-                let conn =
-                    Connection::open(&target(s, key)).map_err(ferry_provider_nixos::transfer::ssh_error)?;
+                let conn = ferry_provider_nixos::target::connect(s, host_key)?;
                 let sudo = s.user != "root";
                 let h = Host { exec: Exec::Ssh { conn: Box::new(conn), sudo }, label: spec.label(), path };
                 let p = quote(&h.path);

@@ -39,17 +39,7 @@ pub fn container() -> KindSchema {
                     "default": "local",
                     "oneOf": [
                         {"const": "local"},
-                        {
-                            "type": "object",
-                            "required": ["host"],
-                            "properties": {
-                                "host": {"type": "string", "minLength": 1},
-                                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                                "user": {"type": "string"},
-                                "hostKey": {"type": "string"},
-                                "sshOptions": {"type": "array", "items": {"type": "string"}}
-                            }
-                        }
+                        ferry_provider_nixos::target::ssh_host_schema()
                     ]
                 },
                 "sshKey": {"type": "string", "description": "for an SSH host: private key file path, or the key itself"},
@@ -156,47 +146,7 @@ pub fn container() -> KindSchema {
     }
 }
 
-/// Where the container runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostSpec {
-    Local,
-    Ssh(SshHost),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SshHost {
-    pub host: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
-    #[serde(default = "default_user")]
-    pub user: String,
-    /// From the top-level `sshKey` input (sensitive inputs are top-level).
-    #[serde(skip)]
-    pub ssh_key: Option<String>,
-    #[serde(default)]
-    pub host_key: Option<String>,
-    #[serde(default)]
-    pub ssh_options: Vec<String>,
-}
-
-fn default_port() -> u16 {
-    22
-}
-fn default_user() -> String {
-    "root".into()
-}
-
-impl HostSpec {
-    /// How the host is named in outputs and messages.
-    pub fn label(&self) -> String {
-        match self {
-            HostSpec::Local => "local".into(),
-            HostSpec::Ssh(h) if h.port == 22 => h.host.clone(),
-            HostSpec::Ssh(h) => format!("{}:{}", h.host, h.port),
-        }
-    }
-}
+pub use ferry_provider_nixos::target::{HostSpec, SshHost};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -357,21 +307,7 @@ fn addr_spec(v: Option<&Value>, family: Family, what: &str) -> Result<Option<Add
 impl Container {
     /// Parse and validate; `resource` is the default name.
     pub fn parse(resource: &str, inputs: &Object) -> Result<Container, ProviderError> {
-        let host = match inputs.get("host") {
-            None | Some(Value::Null) => HostSpec::Local,
-            Some(Value::String(s)) if s == "local" => HostSpec::Local,
-            Some(Value::String(s)) => {
-                return Err(invalid(format!(
-                    "host `{s}`: use \"local\" or an SSH target {{ host = \"{s}\"; port = 22; hostKey = \"…\"; }} \
-                     (e.g. a nixos.machine's outputs)"
-                )))
-            }
-            Some(v) => {
-                let mut h: SshHost = serde_json::from_value(v.clone()).map_err(|e| invalid(format!("host: {e}")))?;
-                h.ssh_key = inputs.get("sshKey").and_then(Value::as_str).map(str::to_string);
-                HostSpec::Ssh(h)
-            }
-        };
+        let host = HostSpec::parse(inputs).map_err(invalid)?;
         let name = inputs.get("name").and_then(Value::as_str).unwrap_or(resource).to_string();
         validate_name(&name)?;
         let system = inputs.get("system").and_then(Value::as_str).unwrap_or_default().to_string();
