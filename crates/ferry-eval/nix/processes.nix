@@ -47,7 +47,9 @@ let
     { command                      # [ program arg ... ] run in the foreground (or a shell string)
     , environment ? { }            # { NAME = "value"; }
     , user ? null                  # run as this user (needs root; ignored with forceDisableUserChange)
-    , group ? null
+    , group ? null                 # (default: the user's own group); both are created if missing
+    , uid ? null                   # for a created user, e.g. resources.ids.uids.NAME
+    , gid ? null                   # for a created group, e.g. resources.ids.gids.NAME
     , workingDirectory ? null
     , dependsOn ? [ ]              # names of processes of the same set started (and ready) first
     , readiness ? null             # { tcpPort = N; host ? "127.0.0.1"; } | { file = PATH; }; timeout ? 30
@@ -58,7 +60,7 @@ let
     , stopTimeout ? 10             # seconds between SIGTERM and SIGKILL
     }: {
       _type = "ferry.process";
-      inherit command environment user group workingDirectory dependsOn readiness restart
+      inherit command environment user group uid gid workingDirectory dependsOn readiness restart
         initialize requiresUniqueIdsFor description stopTimeout;
     };
 
@@ -92,6 +94,8 @@ let
           bad "${w} depends on `${head (filter (d: !(hasAttr d processes)) p.dependsOn)}`, which is not a process of this set (processes: ${concatStringsSep ", " names})"
         else if p.user != null && !(isString p.user && validUser p.user) then bad "${w}: invalid user name `${toString p.user}`"
         else if p.group != null && !(isString p.group && validUser p.group) then bad "${w}: invalid group name `${toString p.group}`"
+        else if !(p.uid or null == null || isInt p.uid || isString p.uid) then bad "${w}: `uid` must be a number"
+        else if !(p.gid or null == null || isInt p.gid || isString p.gid) then bad "${w}: `gid` must be a number"
         else if !(elem p.restart restarts) then bad "${w}: `restart` must be one of ${concatStringsSep ", " restarts}, got `${toString p.restart}`"
         else if !isAttrs p.environment then bad "${w}: `environment` must be an attribute set"
         else if p.readiness != null && !(isAttrs p.readiness && (p.readiness ? tcpPort || p.readiness ? file))
@@ -290,7 +294,12 @@ let
         inherit manager stateDir runtimeDir logDir order name;
         processes = mapAttrs (n: p: {
           config = configs.${n};
-          inherit (p) dependsOn readiness user group restart;
+          inherit (p) dependsOn readiness restart;
+          # Who runs it (null: the deployer), created by the switch when missing.
+          user = if forceDisableUserChange then null else p.user;
+          group = if forceDisableUserChange then null else p.group;
+          uid = p.uid or null;
+          gid = p.gid or null;
           level = levels.${n};
           unit = if manager == "systemd" then "${unitPrefix}${n}.service" else null;
         }) processes;
@@ -350,4 +359,5 @@ let
 in
 {
   inherit mkProcess set claimants managers;
+  image = import ./processes-image.nix { mkSet = set; };
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 const EVAL_NIX: &str = include_str!("../nix/eval.nix");
 const LIB_NIX: &str = include_str!("../nix/lib.nix");
 const PROCESSES_NIX: &str = include_str!("../nix/processes.nix");
+const PROCESSES_IMAGE_NIX: &str = include_str!("../nix/processes-image.nix");
 
 /// Options passed through to every Nix invocation.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +48,7 @@ impl NixCli {
         std::fs::write(dir.path().join("eval.nix"), EVAL_NIX)?;
         std::fs::write(dir.path().join("lib.nix"), LIB_NIX)?;
         std::fs::write(dir.path().join("processes.nix"), PROCESSES_NIX)?;
+        std::fs::write(dir.path().join("processes-image.nix"), PROCESSES_IMAGE_NIX)?;
         Ok(NixCli { dir, settings, stats: Mutex::new(EvalStats::default()), seq: AtomicU64::new(0) })
     }
 

@@ -6,6 +6,8 @@
 //!   config store path changed, a profile with generations, rollback, live status as drift.
 //!   `set.rs` (switch, read, delete, actions), `manager.rs` (each manager through its own
 //!   tools), `host.rs` (every host operation is a shell script).
+//! * `processes.image` — a multi-process image (`ferry.lib.processes.image`) loaded into
+//!   podman (`image.rs`).
 //! * `ids.pool` — sticky unique IDs (`ids.rs`), outputs nested per pool: `resources.ids.ports.webapp`.
 //!
 //! Architecture invariant: depends on `ferry-protocol` (and `ferry-ssh`) only; managers are
@@ -13,9 +15,11 @@
 
 mod host;
 mod ids;
+mod image;
 mod manager;
 pub mod schema;
 mod set;
+mod users;
 
 use std::sync::OnceLock;
 
@@ -52,7 +56,7 @@ impl Options {
     }
 }
 
-/// The `processes` provider (kind `set`).
+/// The `processes` provider (kinds `set` and `image`).
 #[derive(Default)]
 pub struct Builtin {
     options: OnceLock<Options>,
@@ -74,7 +78,7 @@ impl Provider for Builtin {
         ProviderInfo {
             name: "processes".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            kinds: vec![schema::set()],
+            kinds: vec![schema::set(), schema::image()],
         }
     }
 
@@ -84,44 +88,61 @@ impl Provider for Builtin {
 
     /// Inputs are checked while planning, so bad input stops the run before anything changes.
     fn plan(&self, p: PlanParams, _cx: &CallContext) -> Result<PlanResult, ProviderError> {
+        if p.kind == "image" {
+            return image::plan(&self.info(), &p);
+        }
         if p.kind != "set" {
-            return Err(unknown_kind("processes", &p.kind, "set"));
+            return Err(unknown_kind("processes", &p.kind, "set, image"));
         }
         schema::SetInputs::parse(&p.resource, &p.inputs)?;
         Ok(set::plan(&self.info(), &p))
     }
 
     fn create(&self, p: CreateParams, cx: &CallContext) -> Result<OutputsResult, ProviderError> {
-        if p.kind != "set" {
-            return Err(unknown_kind("processes", &p.kind, "set"));
+        if p.kind == "image" {
+            return image::load(&p.resource, &p.inputs, None, cx).map(|outputs| OutputsResult { outputs });
         }
-        set::deploy(self.options(), &p.resource, &p.inputs, cx).map(|outputs| OutputsResult { outputs })
+        if p.kind != "set" {
+            return Err(unknown_kind("processes", &p.kind, "set, image"));
+        }
+        set::deploy(self.options(), &p.resource, &p.inputs, None, cx).map(|outputs| OutputsResult { outputs })
     }
 
     fn update(&self, p: UpdateParams, cx: &CallContext) -> Result<OutputsResult, ProviderError> {
-        if p.kind != "set" {
-            return Err(unknown_kind("processes", &p.kind, "set"));
+        if p.kind == "image" {
+            return image::load(&p.resource, &p.inputs, Some(&p.prior.outputs), cx)
+                .map(|outputs| OutputsResult { outputs });
         }
-        set::deploy(self.options(), &p.resource, &p.inputs, cx).map(|outputs| OutputsResult { outputs })
+        if p.kind != "set" {
+            return Err(unknown_kind("processes", &p.kind, "set, image"));
+        }
+        set::deploy(self.options(), &p.resource, &p.inputs, Some(&p.prior.outputs), cx)
+            .map(|outputs| OutputsResult { outputs })
     }
 
     fn read(&self, p: ReadParams, _cx: &CallContext) -> Result<ReadResult, ProviderError> {
+        if p.kind == "image" {
+            return image::read(&p.resource, &p.inputs, p.outputs.as_ref());
+        }
         if p.kind != "set" {
-            return Err(unknown_kind("processes", &p.kind, "set"));
+            return Err(unknown_kind("processes", &p.kind, "set, image"));
         }
         set::read(&p.resource, &p.inputs, p.outputs.as_ref())
     }
 
     fn delete(&self, p: DeleteParams, cx: &CallContext) -> Result<(), ProviderError> {
-        if p.kind != "set" {
-            return Err(unknown_kind("processes", &p.kind, "set"));
+        if p.kind == "image" {
+            return image::delete(&p.resource, &p.inputs, &p.outputs, cx);
         }
-        set::delete(&p.resource, &p.inputs, cx)
+        if p.kind != "set" {
+            return Err(unknown_kind("processes", &p.kind, "set, image"));
+        }
+        set::delete(&p.resource, &p.inputs, &p.outputs, cx)
     }
 
     fn action(&self, p: ActionParams, cx: &CallContext) -> Result<ActionResult, ProviderError> {
         if p.kind != "set" {
-            return Err(unknown_kind("processes", &p.kind, "set"));
+            return Err(unknown_kind("processes", &p.kind, "set, image"));
         }
         set::action(self.options(), &p, cx)
     }

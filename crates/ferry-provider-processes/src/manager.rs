@@ -37,6 +37,15 @@ pub struct MProcess {
     pub level: u32,
     #[serde(default)]
     pub unit: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    /// A number, or a number not known yet while planning.
+    #[serde(default)]
+    pub uid: Option<serde_json::Value>,
+    #[serde(default)]
+    pub gid: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -17,9 +17,23 @@ pub fn set() -> KindSchema {
                 .into(),
         inputs: json!({
             "type": "object",
-            "required": ["host", "manager", "processes", "profile", "stateDir"],
+            "required": ["manager", "processes", "profile", "stateDir"],
             "properties": {
-                "host": {"type": "string", "minLength": 1, "description": "\"local\" (SSH targets are not supported yet)"},
+                "host": {
+                    "description": "\"local\", an SSH target (e.g. a nixos.machine's outputs) or { podman = \"CONTAINER\"; }",
+                    "default": "local",
+                    "oneOf": [
+                        {"const": "local"},
+                        ferry_provider_nixos::target::ssh_host_schema(),
+                        {
+                            "type": "object",
+                            "required": ["podman"],
+                            "additionalProperties": false,
+                            "properties": {"podman": {"type": "string", "minLength": 1}}
+                        }
+                    ]
+                },
+                "sshKey": {"type": "string", "description": "for an SSH host: private key file path, or the key itself"},
                 "manager": {"enum": MANAGERS},
                 "processes": {
                     "type": "object",
@@ -47,13 +61,15 @@ pub fn set() -> KindSchema {
         outputs: json!({
             "type": "object",
             "properties": {
+                "host": {"type": "string", "description": "where the set runs: local, HOST[:PORT] or podman:CONTAINER"},
+                "hostKey": {"type": ["string", "null"], "description": "the SSH host key, as verified or learned"},
                 "profile": {"type": "string"},
                 "profilePath": {"type": "string"},
                 "generation": {"type": ["integer", "null"]},
                 "processes": {"type": "object"}
             }
         }),
-        sensitive_inputs: vec![],
+        sensitive_inputs: vec!["sshKey".into()],
         sensitive_outputs: vec![],
         output_names_input: None,
         operations: vec![
@@ -74,6 +90,47 @@ pub fn set() -> KindSchema {
             },
             ActionSchema { name: "status".into(), description: "each process's live status".into() },
         ],
+        builds_inputs: false,
+    }
+}
+
+/// `processes.image`: a docker-archive made with `ferry.lib.processes.image`, loaded into
+/// podman (see `image.rs`).
+pub fn image() -> KindSchema {
+    KindSchema {
+        name: "image".into(),
+        description:
+            "A multi-process OCI image (docker-archive built by ferry.lib.processes.image) loaded into \
+                      podman's image store under a name:tag"
+                .into(),
+        inputs: json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["archive", "ref"],
+            "properties": {
+                "archive": {"type": "string", "minLength": 1, "description": "the docker-archive tar (a store path: ferry builds it before loading)"},
+                "ref": {"type": "string", "minLength": 1, "description": "NAME:TAG the image is tagged with (e.g. the image's `ref` attribute)"}
+            }
+        }),
+        outputs: json!({
+            "type": "object",
+            "properties": {
+                "ref": {"type": "string"},
+                "imageId": {"type": "string", "description": "podman's image ID (the archive's config digest, 64 hex digits)"},
+                "archive": {"type": "string"}
+            }
+        }),
+        sensitive_inputs: vec![],
+        sensitive_outputs: vec![],
+        output_names_input: None,
+        operations: vec![
+            Operation::Plan,
+            Operation::Create,
+            Operation::Read,
+            Operation::Update,
+            Operation::Delete,
+        ],
+        actions: vec![],
         builds_inputs: false,
     }
 }
@@ -122,12 +179,17 @@ pub fn pool() -> KindSchema {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SetInputs {
-    pub host: String,
+    /// The `host` input (see [`crate::host::HostTarget`]).
+    #[serde(default)]
+    pub host: Value,
     pub manager: String,
     pub processes: BTreeMap<String, ProcessInput>,
     pub profile: String,
     pub profile_path: Option<String>,
     pub state_dir: String,
+    /// Top-level because it is sensitive (the `host` object cannot hold it).
+    #[serde(default)]
+    pub ssh_key: Option<String>,
     #[serde(default)]
     pub force_disable_user_change: bool,
     #[serde(default = "systemd_dir")]
@@ -191,11 +253,11 @@ impl SetInputs {
         if !MANAGERS.contains(&self.manager.as_str()) {
             return bad(format!("unknown manager `{}` (supported: {})", self.manager, MANAGERS.join(", ")));
         }
-        if self.host != "local" {
-            return bad(format!(
-                "host `{}`: only \"local\" is supported so far (processes over SSH are not implemented yet)",
-                self.host
-            ));
+        if let Err(e) = crate::host::HostTarget::parse(&serde_json::Map::from_iter([(
+            "host".to_string(),
+            self.host.clone(),
+        )])) {
+            return bad(e);
         }
         if !self.state_dir.starts_with('/') {
             return bad(format!("stateDir `{}` must be an absolute path", self.state_dir));

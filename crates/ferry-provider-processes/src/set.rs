@@ -15,17 +15,44 @@ use ferry_protocol::sdk::CallContext;
 use ferry_protocol::{ActionParams, ActionResult, Object, ProviderError, ReadResult};
 use serde_json::{json, Value};
 
-use crate::host::{q, Host};
+use crate::host::{q, Host, HostTarget};
 use crate::manager::{units_of, Manifest, Mgr, Status};
 use crate::schema::SetInputs;
+use crate::users;
 use crate::Options;
 
 fn err(name: &str, msg: impl std::fmt::Display) -> ProviderError {
     ProviderError::new(format!("processes.set `{name}`: {msg}"))
 }
 
+/// The set's profile: `profilePath`, or under the system profiles — in unprivileged mode over
+/// SSH, under the SSH user's own profiles.
 fn profile_path(name: &str, s: &SetInputs) -> String {
-    s.profile_path.clone().unwrap_or_else(|| format!("/nix/var/nix/profiles/ferry/processes-{name}"))
+    if let Some(p) = &s.profile_path {
+        return p.clone();
+    }
+    let user = s.host.get("user").and_then(Value::as_str).filter(|u| *u != "root");
+    match user {
+        Some(u) if s.force_disable_user_change => {
+            format!("/nix/var/nix/profiles/per-user/{u}/ferry/processes-{name}")
+        }
+        _ => format!("/nix/var/nix/profiles/ferry/processes-{name}"),
+    }
+}
+
+/// Reach the set's host; `recorded` outputs carry the SSH host key learned before.
+fn open_host(name: &str, s: &SetInputs, recorded: Option<&Object>) -> Result<Host, ProviderError> {
+    let target = HostTarget::parse(&Object::from_iter([("host".to_string(), s.host.clone())]))
+        .map_err(|e| ProviderError::invalid_input(format!("processes.set `{name}`: {e}")))?;
+    let target = match target {
+        HostTarget::Ssh(mut h) => {
+            h.ssh_key = s.ssh_key.clone();
+            HostTarget::Ssh(h)
+        }
+        t => t,
+    };
+    let key = recorded.and_then(|o| o.get("hostKey")).and_then(Value::as_str).map(str::to_string);
+    Host::open(name, &target, key, !s.force_disable_user_change)
 }
 
 fn read_manifest(host: &Host, profile: &str) -> Result<Manifest, ProviderError> {
@@ -58,6 +85,8 @@ pub struct Summary {
     pub stopped: Vec<String>,
     pub repaired: Vec<String>,
     pub unchanged: usize,
+    /// "created user x", "removed group y"
+    pub users: Vec<String>,
 }
 
 impl Summary {
@@ -74,13 +103,32 @@ impl Summary {
             }
         }
         parts.push(format!("{} unchanged", self.unchanged));
+        parts.extend(self.users.iter().cloned());
         parts.join("; ")
     }
 }
 
 /// Switch the manager's processes to `new` (see the module docs). `old` gives the levels for
-/// the reverse dependency order of removals.
+/// the reverse dependency order of removals. Users and groups `new` needs are created first;
+/// those ferry created that are no longer needed are removed after.
 pub fn switch(
+    mgr: &Mgr,
+    new: &Manifest,
+    new_profile: Option<&str>,
+    old: Option<&Manifest>,
+    timeout: Duration,
+    cx: &CallContext,
+) -> Result<Summary, ProviderError> {
+    let created = users::ensure(mgr.host, new)?;
+    let mut sum = switch_processes(mgr, new, new_profile, old, timeout, cx)?;
+    sum.users.extend(created.into_iter().map(|c| format!("created {c}")));
+    if old.is_some_and(users::any) || users::any(new) {
+        sum.users.extend(users::prune(mgr.host, new)?.into_iter().map(|c| format!("removed {c}")));
+    }
+    Ok(sum)
+}
+
+fn switch_processes(
     mgr: &Mgr,
     new: &Manifest,
     new_profile: Option<&str>,
@@ -239,7 +287,12 @@ fn set_profile(host: &Host, opts: &Options, path: &str, store: &str) -> Result<O
     host.sh(
         "setting the profile",
         &format!(
-            "mkdir -p \"$(dirname {p})\" && nix-env {nix} -p {p} --set {s} >/dev/null",
+            "p={p}; s={s}; mkdir -p \"$(dirname \"$p\")\"\n\
+             if command -v nix-env >/dev/null 2>&1; then exec nix-env {nix} -p \"$p\" --set \"$s\" >/dev/null; fi\n\
+             # No Nix here (a container): the generation links nix-env would make.\n\
+             n=0; for l in \"$p\"-[0-9]*-link; do [ -L \"$l\" ] || continue; g=${{l#\"$p\"-}}; g=${{g%-link}}; \
+             [ \"$g\" -gt \"$n\" ] && n=$g; done\n\
+             n=$((n + 1)); ln -sfn \"$s\" \"$p-$n-link\" && ln -sfn \"$(basename \"$p\")-$n-link\" \"$p\"",
             p = q(path),
             s = q(store)
         ),
@@ -247,13 +300,19 @@ fn set_profile(host: &Host, opts: &Options, path: &str, store: &str) -> Result<O
     Ok(current_profile(host, path)?.and_then(|c| c.1))
 }
 
-fn outputs(s: &SetInputs, path: &str, store: &str, generation: Option<u64>, m: &Manifest) -> Object {
+fn outputs(host: &Host, path: &str, store: &str, generation: Option<u64>, m: &Manifest) -> Object {
     let procs: Object = m.processes.iter().map(|(n, p)| (n.clone(), json!(p.config))).collect();
-    let _ = s;
-    json!({"profile": store, "profilePath": path, "generation": generation, "processes": procs})
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
+    json!({
+        "host": host.label,
+        "hostKey": host.host_key(),
+        "profile": store,
+        "profilePath": path,
+        "generation": generation,
+        "processes": procs
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default()
 }
 
 /// The default plan, with the `processes` change broken down per process (by config store
@@ -298,11 +357,16 @@ pub fn deploy(
     opts: &Options,
     name: &str,
     inputs: &Object,
+    recorded: Option<&Object>,
     cx: &CallContext,
 ) -> Result<Object, ProviderError> {
     let s = SetInputs::parse(name, inputs)?;
-    let host = Host::local(name);
+    let host = open_host(name, &s, recorded)?;
     let path = profile_path(name, &s);
+    let copied = host.copy_closure(&opts.nix_args(), std::slice::from_ref(&s.profile), cx)?;
+    if copied > 0 {
+        cx.log(format!("copied {copied} store paths to {}", host.label));
+    }
     let new = read_manifest(&host, &s.profile)?;
     if new.manager != s.manager {
         return Err(err(
@@ -331,7 +395,7 @@ pub fn deploy(
         Ok(sum) => {
             let generation = set_profile(&host, opts, &path, &s.profile)?;
             cx.log(format!("processes: {}", sum.describe()));
-            Ok(outputs(&s, &path, &s.profile, generation, &new))
+            Ok(outputs(&host, &path, &s.profile, generation, &new))
         }
         Err(e) => {
             cx.warn(format!("switch failed, rolling back: {}", e.message));
@@ -360,7 +424,7 @@ pub fn deploy(
 /// Live status of the deployed processes, for drift (and adoption when `outputs` is `None`).
 pub fn read(name: &str, inputs: &Object, recorded: Option<&Object>) -> Result<ReadResult, ProviderError> {
     let s = SetInputs::parse_unchecked(name, inputs)?;
-    let host = Host::local(name);
+    let host = open_host(name, &s, recorded)?;
     let path = profile_path(name, &s);
     let cur = current_profile(&host, &path)?;
     let deployed = recorded
@@ -386,7 +450,7 @@ pub fn read(name: &str, inputs: &Object, recorded: Option<&Object>) -> Result<Re
         }
         return Ok(ReadResult {
             exists: true,
-            outputs: Some(outputs(&s, &path, &s.profile, cur.and_then(|c| c.1), &m)),
+            outputs: Some(outputs(&host, &path, &s.profile, cur.and_then(|c| c.1), &m)),
             inputs: None,
             drift: vec![],
         });
@@ -457,9 +521,9 @@ pub fn read(name: &str, inputs: &Object, recorded: Option<&Object>) -> Result<Re
 
 /// Undeploy: stop every process (reverse dependency order), stop the manager's daemon, remove
 /// the profile and its generations.
-pub fn delete(name: &str, inputs: &Object, cx: &CallContext) -> Result<(), ProviderError> {
+pub fn delete(name: &str, inputs: &Object, recorded: &Object, cx: &CallContext) -> Result<(), ProviderError> {
     let s = SetInputs::parse_unchecked(name, inputs)?;
-    let host = Host::local(name);
+    let host = open_host(name, &s, Some(recorded))?;
     let path = profile_path(name, &s);
     let store = current_profile(&host, &path)?.map(|c| c.0).unwrap_or_else(|| s.profile.clone());
     let m = match read_manifest(&host, &store) {
@@ -498,7 +562,7 @@ fn generations(host: &Host, path: &str) -> Result<Vec<(u64, String)>, ProviderEr
 pub fn action(opts: &Options, p: &ActionParams, cx: &CallContext) -> Result<ActionResult, ProviderError> {
     let name = &p.resource;
     let s = SetInputs::parse_unchecked(name, &p.inputs)?;
-    let host = Host::local(name);
+    let host = open_host(name, &s, Some(&p.outputs))?;
     let path = profile_path(name, &s);
     let cur = current_profile(&host, &path)?;
     match p.action.as_str() {
@@ -564,7 +628,12 @@ pub fn action(opts: &Options, p: &ActionParams, cx: &CallContext) -> Result<Acti
             let nix: String = opts.nix_args().iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
             host.sh(
                 "switching the profile generation",
-                &format!("nix-env {nix} -p {} --switch-generation {} >/dev/null", q(&path), target.0),
+                &format!(
+                    "p={}; if command -v nix-env >/dev/null 2>&1; then nix-env {nix} -p \"$p\" --switch-generation {g} >/dev/null; \
+                     else ln -sfn \"$(basename \"$p\")-{g}-link\" \"$p\"; fi",
+                    q(&path),
+                    g = target.0
+                ),
             )?;
             Ok(ActionResult {
                 outputs: None,

@@ -13,6 +13,7 @@
 //! at files, exit codes and output, the way a user would.
 
 pub mod host;
+pub mod podman;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

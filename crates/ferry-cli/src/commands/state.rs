@@ -226,6 +226,8 @@ impl Sensitivity {
             Some("local") => Some(ferry_provider_local::LocalProvider::new().info().kinds),
             Some("nixos") => Some(ferry_provider_nixos::NixosProvider::new().info().kinds),
             Some("nspawn") => Some(ferry_provider_nspawn::NspawnProvider::default().info().kinds),
+            Some("processes") => Some(ferry_provider_processes::Builtin::default().info().kinds),
+            Some("ids") => Some(ferry_provider_processes::Ids.info().kinds),
             Some(_) => None,
             None => {
                 let cmd = self.registry.command_from_record(&rec.kind, &rec.provider).ok()?;
