@@ -267,6 +267,9 @@ let
               ${concatStringsSep "" (map (d: "Wants=${unit d}\nAfter=${unit d}\n") p.dependsOn)}
               [Service]
               ExecStart=${run}
+              # The log file the other managers write too (and that errors point to).
+              StandardOutput=append:${logDir}/${n}.log
+              StandardError=inherit
               Restart=${p.restart}
               KillMode=control-group
               TimeoutStopSec=${toString p.stopTimeout}

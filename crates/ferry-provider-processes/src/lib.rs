@@ -19,6 +19,7 @@ mod image;
 mod manager;
 pub mod schema;
 mod set;
+mod supervisor;
 mod users;
 
 use std::sync::OnceLock;

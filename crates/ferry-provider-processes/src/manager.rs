@@ -13,6 +13,7 @@ use ferry_protocol::ProviderError;
 use serde::Deserialize;
 
 use crate::host::{q, Host};
+use crate::supervisor::Rpc;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -119,6 +120,14 @@ impl<'a> Mgr<'a> {
     fn ctl(&self) -> String {
         format!("supervisorctl -c {}", q(&self.supervisor_conf()))
     }
+    /// supervisord's XML-RPC socket, when ferry can talk to it directly (a local set).
+    fn rpc(&self) -> Option<Rpc> {
+        (self.kind == "supervisord" && self.host.is_local())
+            .then(|| Rpc::new(format!("{}/supervisord.sock", self.runtime_dir)))
+    }
+    fn rpc_err(&self, what: &str, e: String) -> ProviderError {
+        ProviderError::new(format!("processes.set `{}`: {what}: {e}", self.host.resource))
+    }
     fn scandir(&self) -> String {
         format!("{}/service", self.runtime_dir)
     }
@@ -131,6 +140,16 @@ impl<'a> Mgr<'a> {
 
     /// Installed processes: name -> config store path.
     pub fn active(&self) -> Result<BTreeMap<String, String>, ProviderError> {
+        if self.host.is_local() {
+            let mut out = BTreeMap::new();
+            let Ok(rd) = std::fs::read_dir(self.active_dir()) else { return Ok(out) };
+            for e in rd.flatten() {
+                if let (Ok(t), Some(n)) = (std::fs::read_link(e.path()), e.file_name().to_str()) {
+                    out.insert(n.to_string(), t.display().to_string());
+                }
+            }
+            return Ok(out);
+        }
         let out = self.host.sh(
             "listing installed processes",
             &format!(
@@ -173,14 +192,17 @@ impl<'a> Mgr<'a> {
                     "starting supervisord",
                     &format!(
                         "{dirs}mkdir -p {cd}\nln -sfn {src} {conf}\n\
-                         if ! {ctl} pid >/dev/null 2>&1; then\n\
+                         p=$(cat {pid} 2>/dev/null)\n\
+                         if [ -z \"$p\" ] || ! kill -0 \"$p\" 2>/dev/null || [ ! -S {sock} ]; then\n\
                            supervisord -c {conf} >>{log} 2>&1 </dev/null || exit 1\n\
-                           i=0; until {ctl} pid >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 100 ] && {{ echo 'supervisord did not come up' >&2; exit 1; }}; sleep 0.1; done\n\
+                           i=0; until [ -S {sock} ] && {ctl} pid >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 100 ] && {{ echo 'supervisord did not come up' >&2; exit 1; }}; sleep 0.1; done\n\
                          fi",
                         cd = q(&format!("{}/conf.d", self.state_dir)),
                         src = q(&format!("{profile}/supervisord.conf")),
                         conf = q(&conf),
                         ctl = self.ctl(),
+                        pid = q(&format!("{}/supervisord.pid", self.runtime_dir)),
+                        sock = q(&format!("{}/supervisord.sock", self.runtime_dir)),
                         log = q(&format!("{}/supervisord.out", self.log_dir)),
                     ),
                 )?;
@@ -216,6 +238,21 @@ impl<'a> Mgr<'a> {
             return Ok(out);
         }
         match self.kind.as_str() {
+            "supervisord" if self.rpc().is_some() => {
+                // Not answering: no supervisord, so nothing runs.
+                let all = self.rpc().map(|r| r.all()).unwrap_or(Ok(BTreeMap::new())).unwrap_or_default();
+                for n in names {
+                    let st = match all.get(n) {
+                        None => Status::Down("not loaded".into()),
+                        Some(i) if i.state == "RUNNING" => Status::Running { pid: i.pid },
+                        Some(i) if matches!(i.state.as_str(), "STARTING" | "BACKOFF" | "STOPPING") => {
+                            Status::Starting(i.state.clone())
+                        }
+                        Some(i) => Status::Down(format!("{} {}", i.state, i.description).trim().to_string()),
+                    };
+                    out.insert(n.clone(), st);
+                }
+            }
             "supervisord" => {
                 let (_, text, _) = self.host.sh_status(&format!("{} status", self.ctl()))?;
                 let mut seen = BTreeMap::new();
@@ -305,17 +342,46 @@ impl<'a> Mgr<'a> {
             }
             _ => {
                 let units: Vec<String> = names.iter().map(|n| q(&self.unit(n))).collect();
-                let (_, text, _) = self
-                    .host
-                    .sh_status(&format!("systemctl show -p Id,ActiveState,MainPID {}", units.join(" ")))?;
+                // A simple service is `active` as soon as it is forked, and stays so for a moment
+                // after it exited: like supervisord's startsecs, it runs once its main process has
+                // been up for a second. Its age: start time (/proc/PID/stat field 22, clock ticks
+                // since boot) against /proc/uptime, both read on the host (in systemd's PID
+                // namespace: a main PID with no /proc entry is a process that has exited).
+                let (_, text, _) = self.host.sh_status(&format!(
+                    "systemctl show -p Id,ActiveState,SubState,MainPID {} | while IFS= read -r l; do\n\
+                     printf '%s\\n' \"$l\"\n\
+                     case $l in MainPID=*) p=${{l#MainPID=}}; if [ \"$p\" != 0 ] && s=$(cat /proc/\"$p\"/stat 2>/dev/null); then \
+                     s=${{s##*) }}; set -- $s; printf 'Up=%s %s %s\\n' \"${{20}}\" \"$(cut -d' ' -f1 /proc/uptime)\" \"$(getconf CLK_TCK 2>/dev/null || echo 100)\"; fi;; esac\n\
+                     done",
+                    units.join(" ")
+                ))?;
                 let mut cur: BTreeMap<&str, &str> = BTreeMap::new();
                 let flush = |cur: &mut BTreeMap<&str, &str>, out: &mut BTreeMap<String, Status>| {
                     if let Some(id) = cur.get("Id") {
                         if let Some(n) = names.iter().find(|n| self.unit(n) == *id) {
                             let pid = cur.get("MainPID").and_then(|p| p.parse().ok()).unwrap_or(0);
+                            // Seconds the main process has been up (None: unknown).
+                            let up = cur.get("Up").and_then(|u| {
+                                let w: Vec<f64> =
+                                    u.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                                match w.as_slice() {
+                                    [start, now, tck] if *tck > 0.0 => Some(now - start / tck),
+                                    _ => None,
+                                }
+                            });
                             let st = match cur.get("ActiveState").copied() {
-                                Some("active") => Status::Running { pid },
-                                Some("activating") => Status::Starting("activating".into()),
+                                Some("active") if pid != 0 && up.is_some_and(|u| u >= 1.0) => {
+                                    Status::Running { pid }
+                                }
+                                // No such process: it exited, systemd has not noticed yet.
+                                Some("active") if pid != 0 && up.is_none() => {
+                                    Status::Starting(format!("exiting, pid {pid}"))
+                                }
+                                Some("active") => Status::Starting(format!("up for less than 1s, pid {pid}")),
+                                Some("activating") => Status::Starting(format!(
+                                    "activating ({})",
+                                    cur.get("SubState").copied().unwrap_or("?")
+                                )),
                                 s => Status::Down(s.unwrap_or("unknown").into()),
                             };
                             out.insert(n.clone(), st);
@@ -355,7 +421,17 @@ impl<'a> Mgr<'a> {
                 for n in names {
                     s += &format!("rm -f {}\n", q(&format!("{}/conf.d/{n}.conf", self.state_dir)));
                 }
-                s + &format!("{} update {list} >/dev/null\n", self.ctl()) + &self.unset_active(names)
+                if let Some(rpc) = self.rpc() {
+                    self.host
+                        .sh(&format!("stopping {}", names.join(", ")), &(s + &self.unset_active(names)))?;
+                    return rpc.update(names).map_err(|e| self.rpc_err("stopping processes", e));
+                }
+                // `stop` first: `update` alone stops a group with stopProcessGroup, which
+                // answers only on supervisord's next 1 s tick, for each group in turn.
+                s + &format!(
+                    "{c} stop {list} >/dev/null 2>&1 || true\n{c} update {list} >/dev/null\n",
+                    c = self.ctl()
+                ) + &self.unset_active(names)
             }
             "s6" => {
                 let mut s = String::new();
@@ -377,8 +453,11 @@ impl<'a> Mgr<'a> {
                 let mut s = String::new();
                 for n in names {
                     let u = self.unit(n);
+                    // A unit that failed stays loaded (and `systemctl --failed`, the system
+                    // `degraded`) after its file is gone, unless its failure is reset.
                     s += &format!(
-                        "systemctl stop {u} || true\nrm -f {}\n",
+                        "systemctl stop {u} || true\nsystemctl reset-failed {u} 2>/dev/null || true\n\
+                         systemctl disable --quiet {u} 2>/dev/null || true\nrm -f {}\n",
                         q(&format!("{}/{u}", self.systemd_dir)),
                         u = q(&u)
                     );
@@ -414,6 +493,16 @@ impl<'a> Mgr<'a> {
                 }
                 // `update NAMES` re-reads the configuration and, for these groups only, stops and
                 // removes changed ones and adds (autostarts) new and changed ones.
+                if let Some(rpc) = self.rpc() {
+                    self.host
+                        .sh(&format!("installing {}", names.join(", ")), &(s + &self.set_active(&pairs)))?;
+                    return rpc.update(&names).map_err(|e| self.rpc_err("starting processes", e));
+                }
+                let changed: Vec<String> =
+                    procs.iter().filter(|p| active.contains_key(p.0)).map(|p| q(p.0)).collect();
+                if !changed.is_empty() {
+                    s += &format!("{} stop {} >/dev/null 2>&1 || true\n", self.ctl(), changed.join(" "));
+                }
                 s + &self.set_active(&pairs) + &format!("{} update {list}\n", self.ctl())
             }
             "s6" => {
@@ -452,7 +541,8 @@ impl<'a> Mgr<'a> {
                 s += "systemctl daemon-reload\n";
                 for (n, _) in procs {
                     let u = self.unit(n);
-                    s += &format!("systemctl restart {}\n", q(&u));
+                    // Enabled (its [Install] section: multi-user.target), so it runs after a reboot.
+                    s += &format!("systemctl enable --quiet {u}\nsystemctl restart {u}\n", u = q(&u));
                 }
                 s + &self.set_active(&pairs)
             }
@@ -468,6 +558,14 @@ impl<'a> Mgr<'a> {
         let list = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(" ");
         let script = match self.kind.as_str() {
             // `update` first: a group that supervisord does not know (a new supervisord) is added.
+            "supervisord" if self.rpc().is_some() => {
+                let rpc = self.rpc().expect("checked");
+                rpc.update(names).map_err(|e| self.rpc_err("starting processes", e))?;
+                for n in names {
+                    rpc.start(n).map_err(|e| self.rpc_err("starting processes", e))?;
+                }
+                return Ok(());
+            }
             "supervisord" => format!("{c} update {list} >/dev/null; {c} start {list}\n", c = self.ctl()),
             "s6" => {
                 let active = self.active()?;

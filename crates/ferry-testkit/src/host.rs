@@ -487,27 +487,12 @@ impl TestHost {
     fn write_kit_files(&self) -> io::Result<()> {
         let kit = self.dir.join("run/ferry-testhost");
         let ssh = self.dir.join("ssh");
-        let config = format!(
-            "ListenAddress {addr}:{port}\n\
-             HostKey {key}\n\
-             PidFile /run/sshd.pid\n\
-             AuthorizedKeysFile {authorized}\n\
-             PermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\n\
-             UsePAM no\n\
-             StrictModes no\n\
-             UseDNS no\n\
-             PrintMotd no\n\
-             PrintLastLog no\n\
-             MaxStartups 100\n\
-             MaxSessions 100\n\
-             SetEnv PATH={HOST_PATH}\n\
-             Subsystem sftp /usr/lib/openssh/sftp-server\n",
-            addr = self.addr,
-            port = self.port,
-            key = ssh.join("ssh_host_ed25519_key").display(),
-            authorized = ssh.join("authorized_keys").display(),
+        let config = sshd_config(
+            &self.addr,
+            self.port,
+            &ssh.join("ssh_host_ed25519_key"),
+            &ssh.join("authorized_keys"),
+            HOST_PATH,
         );
         fs::write(kit.join("sshd_config"), config)?;
         for shim in SHIMS {
@@ -706,10 +691,36 @@ fn prepare_dir(base: &Path, name: &str) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// An sshd configuration for a test host: listening on `addr:port` only, root logging in with
+/// the keys in `authorized` only (no password, no PAM), sessions with `PATH` = `path`. Shared
+/// with [`crate::systemd_host`].
+pub(crate) fn sshd_config(addr: &str, port: u16, host_key: &Path, authorized: &Path, path: &str) -> String {
+    format!(
+        "ListenAddress {addr}:{port}\n\
+         HostKey {key}\n\
+         PidFile /run/sshd.pid\n\
+         AuthorizedKeysFile {authorized}\n\
+         PermitRootLogin prohibit-password\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         UsePAM no\n\
+         StrictModes no\n\
+         UseDNS no\n\
+         PrintMotd no\n\
+         PrintLastLog no\n\
+         MaxStartups 100\n\
+         MaxSessions 100\n\
+         SetEnv PATH={path}\n\
+         Subsystem sftp /usr/lib/openssh/sftp-server\n",
+        key = host_key.display(),
+        authorized = authorized.display(),
+    )
+}
+
 /// A claimed address: the `flock` on its lock file is held as long as the claim lives.
-struct AddressClaim {
-    addr: String,
-    port: u16,
+pub(crate) struct AddressClaim {
+    pub(crate) addr: String,
+    pub(crate) port: u16,
     /// Holds the lock (closing it releases the address; a detached host's anchor inherits it).
     lock: File,
     /// Who holds the address (host identity token, mount namespace): lets the next claimer
@@ -718,7 +729,7 @@ struct AddressClaim {
 }
 
 impl AddressClaim {
-    fn acquire() -> io::Result<AddressClaim> {
+    pub(crate) fn acquire() -> io::Result<AddressClaim> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         fs::create_dir_all(CLAIMS_DIR)?;
         // Spread the starting point so concurrent binaries do not all race for 127.0.0.10.
@@ -751,10 +762,16 @@ impl AddressClaim {
 
     fn record(&self, host: &TestHost) -> io::Result<()> {
         let token = fs::read_to_string(host.dir.join("run/ferry-testhost/id"))?;
-        fs::write(&self.record, format!("{}\n{}\n", token.trim(), host.mnt_ns))
+        self.record_owner(token.trim(), &host.mnt_ns)
     }
 
-    fn release(self) {
+    /// Record who holds the address: processes of mount namespace `mnt_ns` that see `token` in
+    /// their `/run/ferry-testhost/id` (killed by the next claimer if the holder died).
+    pub(crate) fn record_owner(&self, token: &str, mnt_ns: &str) -> io::Result<()> {
+        fs::write(&self.record, format!("{token}\n{mnt_ns}\n"))
+    }
+
+    pub(crate) fn release(self) {
         let _ = fs::remove_file(&self.record);
     }
 }
@@ -819,11 +836,11 @@ fn processes() -> Vec<u32> {
 }
 
 /// `mnt:[…]` of a live process (none for zombies and vanished processes).
-fn mnt_ns_of(pid: u32) -> Option<String> {
+pub(crate) fn mnt_ns_of(pid: u32) -> Option<String> {
     Some(fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?.display().to_string())
 }
 
-fn signal(pid: i32, sig: i32) {
+pub(crate) fn signal(pid: i32, sig: i32) {
     // SAFETY: plain kill(2); callers checked the pid belongs to a test host.
     unsafe {
         libc::kill(pid, sig);
@@ -834,7 +851,7 @@ fn port_free(addr: &str, port: u16) -> bool {
     TcpListener::bind((addr, port)).is_ok()
 }
 
-fn keygen(path: &Path) -> io::Result<()> {
+pub(crate) fn keygen(path: &Path) -> io::Result<()> {
     for p in [path.to_path_buf(), path.with_extension("pub")] {
         if p.exists() {
             fs::remove_file(p)?;
@@ -852,18 +869,18 @@ fn keygen(path: &Path) -> io::Result<()> {
 }
 
 /// `"TYPE BASE64"` of the public key beside private key `path`.
-fn public_key(path: &Path) -> io::Result<String> {
+pub(crate) fn public_key(path: &Path) -> io::Result<String> {
     let text = fs::read_to_string(path.with_extension("pub"))?;
     let fields: Vec<&str> = text.split_whitespace().take(2).collect();
     Ok(fields.join(" "))
 }
 
-fn append_line(path: &Path, line: &str) -> io::Result<()> {
+pub(crate) fn append_line(path: &Path, line: &str) -> io::Result<()> {
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;
     writeln!(f, "{line}")
 }
 
-fn uuid() -> io::Result<String> {
+pub(crate) fn uuid() -> io::Result<String> {
     Ok(fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_string())
 }
 

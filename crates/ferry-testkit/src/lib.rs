@@ -14,6 +14,7 @@
 
 pub mod host;
 pub mod podman;
+pub mod systemd_host;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
