@@ -47,6 +47,14 @@ pub const SYSTEMD_HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 /// in there.
 pub const MASKED_UNITS: [&str; 2] = ["console-getty.service", "getty.target"];
 
+/// Extra systemd-nspawn options of a host started with [`SystemdHost::start_nesting`]: the
+/// nested systemd-nspawn creates its veth pair in the network namespace the host shares with
+/// this machine (nspawn drops `CAP_NET_ADMIN` from a container without a private network), and
+/// networkd configures it. Nothing else is needed: the container's systemd delegates its
+/// cgroup subtree (`name=systemd` hierarchy) to systemd-nspawn@.service, machined and dbus run
+/// from this machine's `/usr`.
+pub const NESTING_ARGS: &[&str] = &["--capability=CAP_NET_ADMIN"];
+
 /// The sshd unit of the container.
 const SSHD_UNIT: &str = "ferry-sshd.service";
 /// sshd's configuration inside the container.
@@ -71,6 +79,7 @@ pub struct SystemdHost {
     cgroups: Vec<PathBuf>,
     claim: Option<AddressClaim>,
     boot_time: Duration,
+    nesting: bool,
 }
 
 impl SystemdHost {
@@ -80,6 +89,17 @@ impl SystemdHost {
     /// `running` or `degraded` and sshd accepts an SSH login with [`SystemdHost::client_key`].
     /// sshd listens on port 22 if it is free on that address, else 2222.
     pub fn start(base: &Path, name: &str) -> io::Result<SystemdHost> {
+        SystemdHost::start_with(base, name, false)
+    }
+
+    /// [`SystemdHost::start`], for a host that runs containers of its own (`nesting`: the
+    /// host's systemd-nspawn@.service, machined and networkd start nspawn containers inside it;
+    /// see [`NESTING_ARGS`]).
+    pub fn start_nesting(base: &Path, name: &str) -> io::Result<SystemdHost> {
+        SystemdHost::start_with(base, name, true)
+    }
+
+    fn start_with(base: &Path, name: &str, nesting: bool) -> io::Result<SystemdHost> {
         let valid = !name.is_empty()
             && name.len() <= 40
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -119,6 +139,7 @@ impl SystemdHost {
             cgroups: vec![],
             claim: Some(claim),
             boot_time: Duration::ZERO,
+            nesting,
             dir,
         };
         if let Err(e) = host.prepare().and_then(|()| host.boot()) {
@@ -379,6 +400,29 @@ impl SystemdHost {
         if fs::symlink_metadata(&wants).is_err() {
             symlink(format!("/etc/systemd/system/{SSHD_UNIT}"), wants)?;
         }
+        if self.nesting {
+            // A host for containers: networkd configures the host side of their veths (from
+            // the files in /etc/systemd/network) and machines.target starts the enabled
+            // systemd-nspawn@ units at boot. networkd runs in *this machine's* network namespace
+            // (the container shares it): it must only touch the links its .network files match,
+            // never the machine's own routes or rules (its default removes "foreign" ones).
+            fs::create_dir_all(etc.join("systemd/networkd.conf.d"))?;
+            fs::write(
+                etc.join("systemd/networkd.conf.d/ferry-testhost.conf"),
+                "[Network]\nManageForeignRoutes=no\nManageForeignRoutingPolicyRules=no\n",
+            )?;
+            for (target, unit) in [
+                ("multi-user.target.wants", "systemd-networkd.service"),
+                ("sockets.target.wants", "systemd-networkd.socket"),
+                ("multi-user.target.wants", "machines.target"),
+            ] {
+                fs::create_dir_all(units.join(target))?;
+                let link = units.join(target).join(unit);
+                if fs::symlink_metadata(&link).is_err() {
+                    symlink(format!("/usr/lib/systemd/system/{unit}"), link)?;
+                }
+            }
+        }
         // Keys: the host key inside the container, the client key beside it.
         let host_key = etc.join("ssh/ssh_host_ed25519_key");
         for key in [&host_key, &self.client_key] {
@@ -428,6 +472,7 @@ impl SystemdHost {
             .arg("--bind-ro=/usr")
             .arg(format!("--bind={}:/nix", self.dir.join("nix").display()))
             .arg(format!("--bind={}:/run/ferry-testhost", self.dir.join("kit").display()))
+            .args(if self.nesting { NESTING_ARGS } else { &[] })
             .stdin(Stdio::null())
             .stdout(console.try_clone()?)
             .stderr(console);
