@@ -257,6 +257,10 @@ fn pool_addresses_are_stable_and_distinct_and_zones_connect() {
     let again = addrs(&sb, &names);
     assert_eq!((&again[0], &again[2]), (&first[0], &first[2]), "pool addresses never move");
     assert!(!again.contains(&"".to_string()));
+    // The zone's bridge goes with its last container.
+    assert!(link_exists("vz-ftest"));
+    sb.ferry(&["destroy", "--yes"]).ok();
+    assert!(!link_exists("vz-ftest"), "the empty zone bridge is removed");
 }
 
 #[test]

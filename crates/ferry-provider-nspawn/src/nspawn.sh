@@ -66,9 +66,14 @@ net_up() {
   ip -n "$ns" link set lo up
   ip -n "$ns" link set host0 up
   if [ "$MODE" = zone ]; then
-    ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge || return 1
-    ip link set "$BRIDGE" up
-    ip link set "$IFHOST" master "$BRIDGE" || return 1
+    # Under the zone's lock: the last container leaving removes the bridge (net_down).
+    mkdir -p "$RUN"
+    (
+      flock 9
+      ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge || exit 1
+      ip link set "$BRIDGE" up
+      ip link set "$IFHOST" master "$BRIDGE" || exit 1
+    ) 9>"$RUN/zone-$BRIDGE.lock" || return 1
   fi
   ip link set "$IFHOST" up
   if [ -n "$V4_ADDR" ]; then
@@ -121,6 +126,14 @@ net_down() {
   ip netns del "ferry-$name" 2>/dev/null
   [ -n "${IFHOST:-}" ] && ip link del "$IFHOST" 2>/dev/null
   command -v nft >/dev/null 2>&1 && nft delete table ip "ferry-ct-$name" 2>/dev/null
+  # The zone's bridge goes with its last member (under the zone's lock, see net_up).
+  if [ "${MODE:-}" = zone ] && [ -n "${BRIDGE:-}" ] && [ -d "/sys/class/net/$BRIDGE" ]; then
+    mkdir -p "$RUN"
+    (
+      flock 9
+      [ -z "$(ls "/sys/class/net/$BRIDGE/brif" 2>/dev/null)" ] && ip link del "$BRIDGE" 2>/dev/null
+    ) 9>"$RUN/zone-$BRIDGE.lock"
+  fi
   return 0
 }
 
