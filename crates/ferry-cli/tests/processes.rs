@@ -10,14 +10,6 @@ use ferry_testkit::{Run, Sandbox};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 
-fn testkit_nix() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-testkit/nix").display().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn http_get(port: u16) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(
@@ -84,7 +76,7 @@ let t = import {tk} {{ }}; p = ferry.lib.processes; in {{
   }};
 }}
 "#,
-            tk = testkit_nix(),
+            tk = ferry_testkit::testkit_nix(),
             m = self.manager,
             procs = procs.join("\n")
         ));
@@ -95,7 +87,7 @@ let t = import {tk} {{ }}; p = ferry.lib.processes; in {{
     }
 
     fn alive(&self, name: &str) -> bool {
-        self.pid(name).is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists() && !zombie(p))
+        self.pid(name).is_some_and(ferry_testkit::running)
     }
 
     fn pids(&self, names: &[&str]) -> BTreeMap<String, Option<u32>> {
@@ -115,12 +107,6 @@ let t = import {tk} {{ }}; p = ferry.lib.processes; in {{
 
 fn kill(pid: &str) {
     let _ = std::process::Command::new("kill").arg(pid).stderr(std::process::Stdio::null()).status();
-}
-
-fn zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-        .unwrap_or(true)
 }
 
 /// Stops whatever a test left running: `ferry destroy`, then the managers' daemons and the
@@ -152,7 +138,8 @@ fn lifecycle(manager: &str) {
     let _c = Cleanup(&sb);
     let s = Set::new(&sb, manager);
     let d = s.dir();
-    let (db_port, app_port, queue_port) = (free_port(), free_port(), free_port());
+    let (db_port, app_port, queue_port) =
+        (ferry_testkit::free_port(), ferry_testkit::free_port(), ferry_testkit::free_port());
     let db = web(&d, "db", db_port, "db v1", "");
     let app = |page: &str| web(&d, "app", app_port, page, r#"dependsOn = [ "db" ];"#);
     let worker = |v: &str| sleeper(&d, "worker", v, r#"dependsOn = [ "db" ];"#);
@@ -188,7 +175,7 @@ fn lifecycle(manager: &str) {
     let worker_pid = s.pid("worker");
     s.write(&[db.clone(), app("app v1")]);
     s.apply().ok();
-    assert!(!worker_pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists() && !zombie(p)));
+    assert!(!worker_pid.is_some_and(ferry_testkit::running));
     assert_eq!(s.pid("db"), before["db"]);
     assert_eq!(s.pid("app"), before["app"]);
 
@@ -274,7 +261,7 @@ fn lifecycle(manager: &str) {
     sb.ferry(&["destroy", "--yes"]).ok();
     for (n, p) in pids {
         let p = p.unwrap();
-        assert!(!std::path::Path::new(&format!("/proc/{p}")).exists() || zombie(p), "{n} still runs");
+        assert!(!ferry_testkit::running(p), "{n} still runs");
     }
     assert!(!sb.path().join("profiles/processes-web").exists());
 }
@@ -309,7 +296,7 @@ let t = import {tk} {{ }}; p = ferry.lib.processes; in {{
   }};
 }}
 "#,
-        tk = testkit_nix()
+        tk = ferry_testkit::testkit_nix()
     ));
 }
 
@@ -378,7 +365,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
             app = p.mkProcess {{ command = [ "sleep" "1001" ]; dependsOn = [ "db" ]; user = "nobody"; environment.A = "b c"; }};
           }};
         }}).profile"#,
-        tk = testkit_nix(),
+        tk = ferry_testkit::testkit_nix(),
         lib = lib.display()
     );
     let file = sb.write("systemd.nix", &expr);

@@ -11,14 +11,6 @@ use ferry_testkit::{http_get, wait_until, Run, Sandbox};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 
-fn testkit_nix() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-testkit/nix").display().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A name no other test (or run) uses: podman's image and container stores are machine-wide.
 fn unique(what: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
@@ -93,7 +85,7 @@ in {{
   {set}
 }}
 "#,
-        tk = testkit_nix(),
+        tk = ferry_testkit::testkit_nix(),
         model = model(),
         state = if mutable { "/srv/web" } else { "/run/web" },
     ));
@@ -114,7 +106,7 @@ fn pid_of(pod: &Podman, c: &str, process: &str) -> String {
 
 /// `podman run -d` the image with both ports published on 127.0.0.1; waits until app answers.
 fn run_container(pod: &Podman, image: &str, name: &str, extra: &[&str]) -> (u16, u16) {
-    let (db_port, app_port) = (free_port(), free_port());
+    let (db_port, app_port) = (ferry_testkit::free_port(), ferry_testkit::free_port());
     let (p1, p2) = (format!("127.0.0.1:{db_port}:8081"), format!("127.0.0.1:{app_port}:8082"));
     let mut args = vec!["run", "-d", "--name", name, "-p", &p1, "-p", &p2];
     args.extend_from_slice(extra);
@@ -275,7 +267,7 @@ let t = import {tk} {{ }}; p = ferry.lib.processes;
   procs = {{ a = p.mkProcess {{ command = [ "sleep" "1000" ]; }}; }};
 in {{ {body} }}
 "#,
-            tk = testkit_nix()
+            tk = ferry_testkit::testkit_nix()
         ))
     };
 

@@ -8,14 +8,6 @@ use ferry_testkit::Sandbox;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 
-fn testkit_nix() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-testkit/nix").display().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `ferry processes status web`: NAME -> PID of the running processes.
 fn pids(sb: &Sandbox) -> std::collections::BTreeMap<String, u32> {
     let r = sb.ferry(&["processes", "status", "web"]).ok();
@@ -79,7 +71,7 @@ let t = import {tk} {{ }}; p = ferry.lib.processes; in {{
   }};
 }}
 "#,
-            tk = testkit_nix(),
+            tk = ferry_testkit::testkit_nix(),
             addr = self.h.addr(),
             sshport = self.h.port(),
             key = self.h.host_key(),
@@ -95,7 +87,7 @@ fn a_set_on_an_ssh_host_with_users() {
     let base = sb.path().join("hosts");
     std::fs::create_dir_all(&base).expect("hosts dir");
     let h = TestHost::start(&base, "prochost").expect("start test host");
-    let d = Deployment { sb: &sb, h: &h, port: free_port() };
+    let d = Deployment { sb: &sb, h: &h, port: ferry_testkit::free_port() };
 
     d.write("v1", "1", r#"user = "ferry-web"; uid = 23456;"#);
     let r = sb.ferry(&["apply", "--yes", "-v"]).ok();
@@ -158,19 +150,10 @@ fn a_set_on_an_ssh_host_with_users() {
 
     sb.ferry(&["destroy", "--yes"]).ok();
     for pid in third.values() {
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists() || zombie(*pid),
-            "process {pid} stopped"
-        );
+        assert!(!ferry_testkit::running(*pid), "process {pid} stopped");
     }
     assert!(sh(&h, "id -u nobody").0, "a user ferry did not create stays");
     assert!(http_get(d.port).is_none());
-}
-
-fn zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-        .unwrap_or(true)
 }
 
 /// Unprivileged mode: the SSH user `deploy` (no sudo) owns the host's single-user Nix; the set
@@ -185,7 +168,7 @@ fn unprivileged_mode_deploys_as_the_ssh_user() {
     let (ok, uid) = sh(&h, "useradd -m -s /bin/sh -p '*' deploy && chown -R deploy /nix && id -u deploy");
     assert!(ok, "{uid}");
     let uid: u32 = uid.parse().expect("uid");
-    let port = free_port();
+    let port = ferry_testkit::free_port();
     sb.deployment(&format!(
         r#"{{ resources, ferry, ... }}:
 let t = import {tk} {{ }}; p = ferry.lib.processes; in {{
@@ -206,7 +189,7 @@ let t = import {tk} {{ }}; p = ferry.lib.processes; in {{
   }};
 }}
 "#,
-        tk = testkit_nix(),
+        tk = ferry_testkit::testkit_nix(),
         addr = h.addr(),
         sshport = h.port(),
         key = h.host_key(),

@@ -14,14 +14,6 @@ use ferry_testkit::{wait_until, Run, Sandbox};
 const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 const PREFIX: &str = "ferry-web-";
 
-fn testkit_nix() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-testkit/nix").display().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `sh -c script` in the host: (success, stdout trimmed).
 fn sh(h: &SystemdHost, script: &str) -> (bool, String) {
     let o = h.exec(script);
@@ -145,7 +137,7 @@ let t = import {tk} {{ }}; p = ferry.lib.processes; in {{
   }};
 }}
 "#,
-            tk = testkit_nix(),
+            tk = ferry_testkit::testkit_nix(),
             addr = self.addr,
             port = self.port,
             key = self.host_key,
@@ -197,7 +189,8 @@ fn a_systemd_set_on_a_booted_systemd_host() {
         dir: h.dir().to_path_buf(),
         root: h.root(),
     };
-    let (db_port, app_port, queue_port) = (free_port(), free_port(), free_port());
+    let (db_port, app_port, queue_port) =
+        (ferry_testkit::free_port(), ferry_testkit::free_port(), ferry_testkit::free_port());
     let db = web("db", db_port, "db v1", "");
     let app = |page: &str| web("app", app_port, page, r#"dependsOn = [ "db" ];"#);
     let worker = |v: &str| {

@@ -265,6 +265,27 @@ pub fn sqlite_integrity(db: &Path) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// A TCP port free on 127.0.0.1 right now (the kernel's pick).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Whether process `pid` runs: it exists and is not a zombie.
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// The test package set (`crates/ferry-testkit/nix`), as a string for Nix expressions.
+pub fn testkit_nix() -> String {
+    host::test_systems_nix().display().to_string()
+}
+
 /// `GET path` over plain HTTP/1.0 to ADDR:PORT (3 s to connect, 5 s to read): the whole
 /// response, or `None` if nothing answered.
 pub fn http_get(addr: &str, port: u16, path: &str) -> Option<String> {
