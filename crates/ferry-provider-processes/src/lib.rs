@@ -27,35 +27,9 @@ use std::sync::OnceLock;
 use ferry_protocol::sdk::{CallContext, Provider, ProviderInfo};
 use ferry_protocol::*;
 
-/// Run-wide options from the handshake.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    pub nix_options: Vec<(String, String)>,
-}
-
-impl Options {
-    fn from(o: &Object) -> Options {
-        Options {
-            nix_options: o
-                .get("nixOptions")
-                .and_then(|v| v.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|p| {
-                            let p = p.as_array()?;
-                            Some((p.first()?.as_str()?.to_string(), p.get(1)?.as_str()?.to_string()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
-    }
-
-    /// `--option NAME VALUE` for Nix commands.
-    pub fn nix_args(&self) -> Vec<String> {
-        self.nix_options.iter().flat_map(|(k, v)| ["--option".to_string(), k.clone(), v.clone()]).collect()
-    }
-}
+/// Run-wide options from the handshake (only `nixOptions` matters here), parsed as the
+/// `nixos` provider does.
+pub use ferry_provider_nixos::Options;
 
 /// The `processes` provider (kinds `set` and `image`).
 #[derive(Default)]
