@@ -574,12 +574,10 @@ impl Planned {
                         _ if sensitive.contains(k) => serde_json::Value::String(redact::SHOWN.into()),
                         // Only visible placeholders make a trustworthy preview (a derivation
                         // built from a placeholder has a plausible but wrong store path).
-                        Some(v) if !unknown.contains(k) => s.redactor.value(v),
-                        Some(v) if !ferry_eval::find_placeholders(v).is_empty() => {
-                            render(&s.redactor.value(v))
-                        }
-                        _ if unknown.contains(k) => serde_json::Value::String("(known after apply)".into()),
-                        _ => serde_json::Value::String("(known after apply)".into()),
+                        // The preview is honest (eval.nix): exact where known, visible
+                        // placeholders in plain strings, opaque markers elsewhere.
+                        Some(v) => render(&s.redactor.value(v)),
+                        None => serde_json::Value::String("(known after apply)".into()),
                     };
                     inputs.insert(k.clone(), shown);
                 }

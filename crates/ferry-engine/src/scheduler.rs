@@ -328,6 +328,7 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                         known: s.settled.clone(),
                         recorded: BTreeMap::new(),
                         unstable: vec![],
+                        sensitive: s.sensitive_outputs(),
                         pending: Some(waiting.iter().cloned().collect()),
                         schemas: s.schemas.clone(),
                         want_declarations: false,
@@ -434,6 +435,13 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                                 seconds: secs,
                             });
                             absorb(s, &res.results);
+                            // The user's code failed: that resource fails, and nothing new
+                            // starts (changes were already made in this run).
+                            for (name, msg) in res.failures {
+                                waiting.remove(&name);
+                                failed.insert(name, s.redactor.text(&msg));
+                                stopping = true;
+                            }
                             for (name, r) in res.results {
                                 let Some(inputs) = r.inputs.clone() else { continue };
                                 waiting.remove(&name);
@@ -450,10 +458,14 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                         }
                         Err(e) => {
                             let msg = match e {
-                                ferry_eval::EvalError::Nix { message, .. } => message,
-                                other => other.to_string(),
+                                // ferry's own checks name the resource and file already.
+                                ferry_eval::EvalError::Nix { message, user: true } => message,
+                                ferry_eval::EvalError::Nix { message, .. } => {
+                                    format!("evaluating {}: {message}", cfg.file.display())
+                                }
+                                other => format!("evaluating {}: {other}", cfg.file.display()),
                             };
-                            let msg = s.redactor.text(&format!("evaluating {}: {msg}", cfg.file.display()));
+                            let msg = s.redactor.text(&msg);
                             for w in std::mem::take(&mut waiting) {
                                 failed.insert(w, msg.clone());
                             }

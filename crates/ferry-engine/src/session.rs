@@ -134,6 +134,7 @@ impl<'e> Session<'e> {
             known: self.settled.clone(),
             recorded,
             unstable: self.unstable.iter().cloned().collect(),
+            sensitive: self.sensitive_outputs(),
             pending,
             schemas: self.schemas.clone(),
             want_declarations: self.decls.is_empty(),
@@ -142,6 +143,10 @@ impl<'e> Session<'e> {
             write_drvs: self.write_drvs,
         };
         let res = round_with_fallback(&*self.engine.eval, req).map_err(|e| self.eval_error(e))?;
+        if !res.failures.is_empty() {
+            let all: Vec<&str> = res.failures.values().map(String::as_str).collect();
+            return Err(EngineError::Deployment(self.redactor.text(&all.join("\n\n"))));
+        }
         let ready = res.results.values().filter(|r| r.inputs.is_some()).count();
         self.engine.sink.event(EngineEvent::EvalFinished {
             round: self.rounds,
@@ -171,6 +176,22 @@ impl<'e> Session<'e> {
             self.evals.insert(name.clone(), r.clone());
         }
         Ok(res)
+    }
+
+    /// Sensitive output names per resource, recorded or declared by its kind.
+    pub fn sensitive_outputs(&self) -> BTreeMap<String, Vec<String>> {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in self.records.values().filter(|r| !r.sensitive_outputs.is_empty()) {
+            m.insert(r.name.clone(), r.sensitive_outputs.clone());
+        }
+        for (name, k) in &self.kinds {
+            if let Ok(k) = k {
+                if !k.schema.sensitive_outputs.is_empty() {
+                    m.insert(name.clone(), k.schema.sensitive_outputs.clone());
+                }
+            }
+        }
+        m
     }
 
     fn eval_error(&self, e: ferry_eval::EvalError) -> EngineError {
@@ -399,11 +420,98 @@ pub(crate) fn round_with_fallback(
                 .iter()
                 .any(|p| m.contains(p))
     };
-    match eval.round(&req) {
+    let mut res = match eval.round(&req) {
         Err(e) if placeholder_caused(&e) && (req.want_previews || req.want_edges) => {
-            let retry = RoundRequest { want_previews: false, want_edges: false, ..req };
-            eval.round(&retry).map_err(|_| e)
+            let retry = RoundRequest { want_previews: false, want_edges: false, ..req.clone() };
+            eval.round(&retry).map_err(|_| e)?
         }
-        r => r,
+        Err(ferry_eval::EvalError::SensitiveInStore { resource, output }) => {
+            return Err(locate_sensitive(eval, &req, &resource, &output));
+        }
+        r => r?,
+    };
+    settle_undetermined(eval, &req, &mut res)?;
+    Ok(res)
+}
+
+/// Nix refused a derivation built from the sensitive output `source.output` (nothing was
+/// written to the store). Find the resource and the input that did it — one probe per
+/// resource, then per input of the culprit, only on this error path — and say so.
+fn locate_sensitive(
+    eval: &dyn ferry_eval::Evaluator,
+    req: &RoundRequest,
+    source: &str,
+    output: &str,
+) -> ferry_eval::EvalError {
+    let leaks = |name: &str, input: Option<&str>| {
+        matches!(eval.probe(req, name, input), Err(ferry_eval::EvalError::SensitiveInStore { .. }))
+    };
+    let names = match &req.pending {
+        Some(p) => p.clone(),
+        None => {
+            let list = RoundRequest {
+                pending: Some(vec![]),
+                want_declarations: false,
+                want_previews: false,
+                want_edges: false,
+                write_drvs: false,
+                ..req.clone()
+            };
+            eval.round(&list).map(|r| r.names).unwrap_or_default()
+        }
+    };
+    let culprit = names.iter().find(|n| leaks(n, None));
+    let file = req.file.display();
+    let what = match culprit {
+        Some(name) => {
+            let input = eval
+                .input_names(req, name)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|i| leaks(name, Some(i)));
+            match input {
+                Some(i) => format!("resource `{name}` ({file}): input `{i}`"),
+                None => format!("resource `{name}` ({file})"),
+            }
+        }
+        None => format!("a resource of {file}"),
+    };
+    ferry_eval::EvalError::Nix {
+        message: format!(
+            "{what} builds a derivation from the sensitive output `{source}.{output}`, which would \
+             write the secret into the world-readable Nix store; ferry refused before anything was \
+             written. Pass the secret to an input that keeps it out of the store (a machine's \
+             `keys`, a container's `credentials`), not into a derivation or `builtins.toFile`."
+        ),
+        user: true,
     }
+}
+
+/// A resource that is not ready and whose inputs fail with placeholders too may have hit a
+/// `throw` of the user's (an option typo, a failed assertion in nixpkgs) rather than ferry's
+/// "not known yet": `tryEval` cannot tell. Ask Nix again without `tryEval`, once per such
+/// resource; the first throw's message decides. Only these resources cost an invocation.
+fn settle_undetermined(
+    eval: &dyn ferry_eval::Evaluator,
+    req: &RoundRequest,
+    res: &mut RoundResult,
+) -> Result<(), ferry_eval::EvalError> {
+    let names: Vec<String> = res.results.iter().filter(|(_, r)| r.undetermined).map(|(n, _)| n.clone()).collect();
+    for name in names {
+        match eval.probe(req, &name, None)? {
+            ferry_eval::Probe::Pending | ferry_eval::Probe::Ready => {
+                if let Some(r) = res.results.get_mut(&name) {
+                    r.undetermined = false;
+                }
+            }
+            ferry_eval::Probe::Failed(message) => {
+                let file = res.results.get(&name).map(|r| r.file.clone()).unwrap_or_default();
+                res.failures.insert(
+                    name.clone(),
+                    format!("resource `{name}` ({file}): evaluating its inputs failed:\n{message}"),
+                );
+            }
+        }
+    }
+    Ok(())
 }

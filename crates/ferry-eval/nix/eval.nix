@@ -15,8 +15,8 @@ let
     removeAttrs toJSON tryEval typeOf unsafeDiscardStringContext;
 
   args = fromJSON (readFile argsFile);
-  known = args.known; # name -> outputs (settled this run)
-  recorded = args.recorded; # name -> { inputs; outputs; } from state (optimistic round)
+  known = mapAttrs markSensitive args.known; # name -> outputs (settled this run)
+  recorded = mapAttrs (name: r: r // { outputs = markSensitive name r.outputs; }) args.recorded; # from state (optimistic round)
   unstable = listToAttrs (map (n: { name = n; value = true; }) args.unstable);
   schemas = args.schemas; # "provider.kind" -> { outputs = [..]; outputNamesInput = null | "x"; }
   ferry = import ./lib.nix { };
@@ -25,14 +25,57 @@ let
   pending = name: throw "ferry-pending:${name}";
   placeholder = name: out: "<ferry:unknown:${name}:${out}>";
 
+  # Sensitive outputs carry a context naming a derivation that does not exist: a derivation (or
+  # `toFile`) built from one fails to instantiate — before anything is written to the store —
+  # with an error naming the marker, `ferry-sensitive-NAME=OUTPUT.drv`. Plain use (an input
+  # of a kind that keeps secrets out of the store) is unaffected; the marker is removed from
+  # the context ferry realises (`contextOf`).
+  markerSuffix = ".drv";
+  markerOf = name: out: "/nix/store/00000000000000000000000000000000-ferry-sensitive-${name}=${out}${markerSuffix}";
+  isMarker = p: builtins.match "/nix/store/0{32}-ferry-sensitive-.*" p != null;
+  markSensitive = name: outs:
+    let sens = args.sensitive.${name} or [ ];
+    in
+    mapAttrs (o: v: if builtins.elem o sens && isString v
+      then builtins.appendContext v { ${markerOf name o} = { outputs = [ "out" ]; }; } else v) outs;
+
   # ---------------------------------------------------------------- modules and imports
 
   callModule = resources: file: m:
     let
       v = if isFunction m then m { inherit resources ferry; } else m;
     in
-    if isAttrs v then v
+    if isAttrs v then checkShape file v
     else fail "${file} must evaluate to an attribute set or a function returning one, got ${typeOf v}";
+
+  # A module may set only the attributes ferry defines; anything else is a typo that would
+  # otherwise drop resources silently (and so destroy them).
+  moduleAttrs = [ "resources" "imports" "name" ];
+  checkShape = file: v:
+    let unknown = filter (a: !(builtins.elem a moduleAttrs)) (attrNames v);
+    in if unknown == [ ] then v
+    else
+      let
+        a = head unknown;
+        near = filter (k: distance a k <= 2) moduleAttrs;
+        hint = if near == [ ] then "" else " (did you mean `${head near}`?)";
+      in fail "${file}: unknown attribute `${a}`${hint}; a deployment or module sets only ${builtins.concatStringsSep ", " (map (k: "`${k}`") moduleAttrs)}";
+
+  # Levenshtein distance of two short strings (for "did you mean").
+  distance = a: b:
+    let
+      la = builtins.stringLength a;
+      lb = builtins.stringLength b;
+      ch = s: i: builtins.substring i 1 s;
+      min3 = x: y: z: let m = if x < y then x else y; in if m < z then m else z;
+      row = prev: i:
+        builtins.foldl'
+          (acc: j:
+            acc ++ [ (min3 (elemAt prev (j + 1) + 1) (elemAt acc j + 1)
+              (elemAt prev j + (if ch a i == ch b j then 0 else 1))) ])
+          [ (i + 1) ] (genList (j: j) lb);
+      last = builtins.foldl' row (genList (j: j) (lb + 1)) (genList (i: i) la);
+    in elemAt last lb;
 
   modulesFor = resources:
     let
@@ -96,7 +139,10 @@ let
       extra = if isList v then v else attrNames (nestedOf e);
     in if s == null then null else s.outputs ++ extra;
 
-  placeholderOutputs = name: e:
+  placeholderOutputs = placeholderOutputsWith placeholder;
+  # The same with another spelling: a value equal in both views depends on no unknown output.
+  placeholder2 = name: out: "<ferry:unknown2:${name}:${out}>";
+  placeholderOutputsWith = placeholder: name: e:
     let
       ns = outputNamesOf e;
       nested = nestedOf e;
@@ -134,6 +180,10 @@ let
     if hasAttr name known then known.${name}
     else if isStable name then recorded.${name}.outputs
     else placeholderOutputs name e);
+  preview2 = fix (name: e:
+    if hasAttr name known then known.${name}
+    else if isStable name then recorded.${name}.outputs
+    else placeholderOutputsWith placeholder2 name e);
 
   # Every output a placeholder: the visible output -> input edges.
   edgesMode = fix (name: e: placeholderOutputs name e);
@@ -145,7 +195,33 @@ let
 
   jsonOrNull = x: let t = tryEval (toJSON x); in if t.success then unsafeDiscardStringContext t.value else null;
 
-  contextOf = s: mapAttrs (p: c: c.outputs or [ ]) (getContext s);
+  contextOf = s: mapAttrs (p: c: c.outputs or [ ]) (removeAttrs (getContext s) (filter isMarker (attrNames (getContext s))));
+
+  # An honest preview of one value, from two placeholder views of it (`p`, `p2`: the same
+  # expression with unknown outputs spelled differently). What is equal in both depends on no
+  # unknown output and is shown exactly; a plain string that differs only in the placeholders'
+  # spelling shows them (`(known after apply: R.O)` once rendered); anything else computed from
+  # an unknown output — a derivation or store path built from a placeholder, a value chosen by
+  # comparing one — is `opaque`, never an invented value.
+  opaque = "<ferry:unknown>";
+  respell = builtins.replaceStrings [ "<ferry:unknown:" ] [ "<ferry:unknown2:" ];
+  previewOf = p: p2:
+    let
+      r = tryEval p;
+      r2 = tryEval p2;
+      j = tryEval (toJSON p);
+      j2 = tryEval (toJSON p2);
+      v = r.value;
+      v2 = r2.value;
+    in
+    if !r.success || !r2.success then opaque
+    else if j.success && j2.success && j.value == j2.value then fromJSON (unsafeDiscardStringContext j.value)
+    else if isAttrs v && isAttrs v2 && !(v ? outPath) && !(v2 ? outPath) && attrNames v == attrNames v2 then
+      mapAttrs (k: x: previewOf x v2.${k}) v
+    else if isList v && isList v2 && length v == length v2 then
+      genList (i: previewOf (elemAt v i) (elemAt v2 i)) (length v)
+    else if isString v && isString v2 && getContext v == { } && respell v == v2 then v
+    else opaque;
 
   resultFor = name:
     let
@@ -153,9 +229,19 @@ let
       j = mainJson.${name};
       names = let r = tryEval (attrNames (e.decl.inputs or { })); in if r.success then r.value else [ ];
       pv = preview.${name}.decl.inputs or { };
+      pv2 = preview2.${name}.decl.inputs or { };
+      # Not ready in throw mode, but its inputs evaluate with placeholders: the throw was
+      # one of ferry's (an output not known yet). Otherwise it may be the user's: the engine
+      # asks again without tryEval (`probe`), which shows the first throw's message.
+      # (Without placeholder views — they broke the round with an uncatchable type error —
+      # every resource that is not ready is undetermined.)
+      placeholderViews = args.wantPreviews || args.wantEdges;
+      placeholdersEvaluate = !j.success && placeholderViews && (tryEval (toJSON pv)).success;
     in
     {
       ready = j.success;
+      undetermined = !j.success && !placeholdersEvaluate;
+      inherit (e) file;
       inputs = if j.success then unsafeDiscardStringContext j.value else null;
       context = if j.success then contextOf j.value else { };
       stable = isStable name;
@@ -163,7 +249,7 @@ let
       preview =
         if j.success || !args.wantPreviews then null
         else let r = tryEval (attrNames pv); in
-          if r.success then mapAttrs (n: v: jsonOrNull v) pv else null;
+          if r.success then mapAttrs (n: v: jsonOrNull (previewOf v (pv2.${n} or null))) pv else null;
       edges =
         if !args.wantEdges || isStable name then null
         else jsonOrNull (edgesMode.${name}.decl.inputs or { });
@@ -207,6 +293,15 @@ let
 
   pendingNames = if args.pending == null then attrNames main else filter (n: hasAttr n main) args.pending;
 in
+if args.probe or null != null then
+  # Uncaught: fails with the first throw's own message (ferry's pending marker or the user's).
+  let
+    inputs = main.${args.probe}.decl.inputs or { };
+    input = args.probeInput or null;
+  in
+  if input == "" then { names = attrNames inputs; }
+  else { probe = toJSON (if input == null then inputs else inputs.${input}); }
+else
 {
   declarations = if args.wantDeclarations then mapAttrs declOf declMode else null;
   names = attrNames main;

@@ -11,7 +11,7 @@ mod nix_cli;
 mod placeholder;
 
 pub use nix_cli::{NixCli, NixSettings};
-pub use placeholder::{find_placeholders, render_placeholders, Placeholder};
+pub use placeholder::{find_placeholders, render_placeholders, Placeholder, OPAQUE};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -32,6 +32,9 @@ pub struct RoundRequest {
     /// Recorded inputs and outputs from state, lent optimistically to dependents of resources
     /// whose inputs did not change.
     pub recorded: BTreeMap<String, Recorded>,
+    /// Sensitive output names per resource (of `known` and `recorded`): a derivation built
+    /// from one of them is refused before anything reaches the store.
+    pub sensitive: BTreeMap<String, Vec<String>>,
     /// Resources whose recorded outputs must not be lent (they are going to change).
     pub unstable: Vec<String>,
     /// Resources to evaluate; `None` means all.
@@ -95,6 +98,12 @@ pub struct ResourceEval {
     pub context: BTreeMap<String, Vec<String>>,
     /// Inputs equal the recorded ones (computed with recorded outputs of stable resources).
     pub stable: bool,
+    /// Not ready, and its inputs fail with placeholders too: the throw may be the user's
+    /// (an option typo, a failed assertion) rather than ferry's "not known yet". Settle it
+    /// with [`Evaluator::probe`].
+    pub undetermined: bool,
+    /// The file declaring the resource.
+    pub file: String,
     /// Top-level inputs that are not known yet.
     pub unknown_inputs: Vec<String>,
     /// Per input: the value with unknown outputs as placeholders (`None`: not previewable).
@@ -108,6 +117,9 @@ pub struct RoundResult {
     pub declarations: Option<BTreeMap<String, Declaration>>,
     pub names: Vec<String>,
     pub results: BTreeMap<String, ResourceEval>,
+    /// Resources whose inputs fail in the user's code (filled by whoever probes the
+    /// undetermined ones): name -> the message, naming the resource and its file.
+    pub failures: BTreeMap<String, String>,
 }
 
 /// Counters for `--timings`.
@@ -131,6 +143,11 @@ pub enum EvalError {
     Protocol(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A derivation (or `toFile`) was built from a sensitive output: refused by Nix before
+    /// anything was written to the store (the output's context names a derivation that does
+    /// not exist).
+    #[error("the sensitive output `{resource}.{output}` flows into a derivation: it would be written to the world-readable Nix store")]
+    SensitiveInStore { resource: String, output: String },
 }
 
 impl EvalError {
@@ -140,9 +157,26 @@ impl EvalError {
     }
 }
 
+/// What evaluating one resource's inputs without `tryEval` showed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// The first throw was ferry's own: an output not known yet.
+    Pending,
+    /// The inputs evaluate (they did not in the round: nothing to report).
+    Ready,
+    /// The user's code (or nixpkgs) threw or failed an assertion: Nix's message (and trace,
+    /// with `--show-trace`).
+    Failed(String),
+}
+
 /// An evaluation backend.
 pub trait Evaluator: Send + Sync {
     fn round(&self, req: &RoundRequest) -> Result<RoundResult, EvalError>;
+    /// Evaluate `name`'s inputs (or only `input`) as in `req`, uncaught, to tell ferry's
+    /// pending throws from the user's (`tryEval` hides the message). One Nix invocation.
+    fn probe(&self, req: &RoundRequest, name: &str, input: Option<&str>) -> Result<Probe, EvalError>;
+    /// The names of `name`'s inputs (their values unevaluated). One Nix invocation.
+    fn input_names(&self, req: &RoundRequest, name: &str) -> Result<Vec<String>, EvalError>;
     /// Build/realise store paths (`drv -> outputs`); returns the realised output paths.
     fn realise(&self, context: &BTreeMap<String, Vec<String>>) -> Result<Vec<String>, EvalError>;
     fn stats(&self) -> EvalStats;

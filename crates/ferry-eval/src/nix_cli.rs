@@ -52,7 +52,7 @@ impl NixCli {
         Ok(NixCli { dir, settings, stats: Mutex::new(EvalStats::default()), seq: AtomicU64::new(0) })
     }
 
-    fn write_args(&self, req: &RoundRequest) -> Result<std::path::PathBuf, EvalError> {
+    fn write_args(&self, req: &impl Serialize) -> Result<std::path::PathBuf, EvalError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.path().join(format!("args-{n}.json"));
         let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
@@ -78,9 +78,9 @@ impl NixCli {
     }
 }
 
-impl Evaluator for NixCli {
-    fn round(&self, req: &RoundRequest) -> Result<RoundResult, EvalError> {
-        let args = self.write_args(req)?;
+impl NixCli {
+    fn instantiate(&self, req: &RoundRequest, args: &impl Serialize) -> Result<Vec<u8>, EvalError> {
+        let args = self.write_args(args)?;
         let mut cmd = Command::new("nix-instantiate");
         cmd.args(["--eval", "--strict", "--json"])
             .arg(self.dir.path().join("eval.nix"))
@@ -99,7 +99,54 @@ impl Evaluator for NixCli {
             s.evaluations += 1;
             s.eval_time += start.elapsed();
         }
-        decode_round(&out?)
+        out
+    }
+}
+
+impl NixCli {
+    /// eval.nix in probe mode (`probeInput`: `None` all inputs, `""` their names only).
+    fn probe_raw(&self, req: &RoundRequest, name: &str, input: Option<&str>) -> Result<Vec<u8>, EvalError> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct ProbeArgs<'a> {
+            #[serde(flatten)]
+            req: &'a RoundRequest,
+            probe: &'a str,
+            probe_input: Option<&'a str>,
+        }
+        let args = ProbeArgs { req, probe: name, probe_input: input };
+        // A probe never writes derivations: it only asks why the inputs failed.
+        let read_only = RoundRequest { write_drvs: false, ..req.clone() };
+        self.instantiate(&read_only, &args)
+    }
+}
+
+/// The marker of ferry's own "not known yet" throw (`pending` in eval.nix).
+const PENDING_MARKER: &str = "ferry-pending:";
+
+impl Evaluator for NixCli {
+    fn round(&self, req: &RoundRequest) -> Result<RoundResult, EvalError> {
+        decode_round(&self.instantiate(req, req)?)
+    }
+
+    fn probe(&self, req: &RoundRequest, name: &str, input: Option<&str>) -> Result<Probe, EvalError> {
+        match self.probe_raw(req, name, input) {
+            Ok(_) => Ok(Probe::Ready),
+            Err(EvalError::Nix { message, user: false }) if is_pending_throw(&message) => Ok(Probe::Pending),
+            Err(EvalError::Nix { message, user: false }) => Ok(Probe::Failed(message)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn input_names(&self, req: &RoundRequest, name: &str) -> Result<Vec<String>, EvalError> {
+        #[derive(Deserialize)]
+        struct Names {
+            names: Vec<String>,
+        }
+        let out = self.probe_raw(req, name, Some(""))?;
+        let n: Names = serde_json::from_slice(&out)
+            .map_err(|e| EvalError::Protocol(format!("unexpected output from eval.nix: {e}")))?;
+        Ok(n.names)
     }
 
     fn realise(&self, context: &BTreeMap<String, Vec<String>>) -> Result<Vec<String>, EvalError> {
@@ -131,22 +178,56 @@ impl Evaluator for NixCli {
     }
 }
 
-/// Nix's error text, minus noise; `abort "ferry: ..."` messages become the bare message.
-fn nix_error(stderr: &str) -> EvalError {
+/// Nix prints an uncaught `throw` as `error: MESSAGE` (then the trace, with `--show-trace`).
+/// (Newer Nix prints the trace first and the message last.)
+fn is_pending_throw(message: &str) -> bool {
+    message.starts_with(PENDING_MARKER)
+        || message.lines().any(|l| l.trim_start().strip_prefix("error: ").is_some_and(|m| m.starts_with(PENDING_MARKER)))
+}
+
+/// The line Nix 2.8 appends to an error printed without `--show-trace`.
+const SHOW_TRACE_HINT: &str = "(use '--show-trace' to show detailed location information)";
+
+/// Nix's error text, minus noise; `abort "ferry: ..."` messages become the bare message (with
+/// Nix's trace after it, when `--show-trace` printed one).
+pub(crate) fn nix_error(stderr: &str) -> EvalError {
     const ABORT: &str = "evaluation aborted with the following error message: '";
+    let stderr = strip_hint(stderr);
     if let Some(i) = stderr.find(ABORT) {
         let rest = &stderr[i + ABORT.len()..];
-        let msg = rest.rfind('\'').map(|j| &rest[..j]).unwrap_or(rest);
-        let msg = msg.strip_prefix("ferry: ").unwrap_or(msg);
-        return EvalError::Nix { message: msg.to_string(), user: true };
+        // The message ends with `'` where the trace (a blank line, then `… while` or `at`)
+        // begins, or at the end; Nix indents its continuation lines by 7 spaces.
+        let end = ["\n\n       … ", "\n\n       at "].iter().filter_map(|m| rest.find(m)).min();
+        let (msg, trace) = match end {
+            Some(j) => (&rest[..j], &rest[j..]),
+            None => (rest, ""),
+        };
+        let msg = msg.trim_end();
+        let msg = msg.strip_suffix('\'').unwrap_or(msg).replace("\n       ", "\n");
+        let msg = msg.strip_prefix("ferry: ").unwrap_or(&msg).to_string();
+        let message = if trace.trim().is_empty() { msg } else { format!("{msg}\n{}", trace.trim_end()) };
+        return EvalError::Nix { message, user: true };
     }
-    let message = stderr
-        .lines()
-        .filter(|l| !l.contains("(use '--show-trace' to show detailed location information)"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let message = message.trim().trim_start_matches("error: ").to_string();
-    EvalError::Nix { message, user: false }
+    if let Some((resource, output)) = sensitive_marker(&stderr) {
+        return EvalError::SensitiveInStore { resource, output };
+    }
+    let message = stderr.trim();
+    let message = message.strip_prefix("error:").unwrap_or(message).trim_start();
+    EvalError::Nix { message: message.replace("\n       ", "\n"), user: false }
+}
+
+/// The (resource, output) named by the marker of a sensitive output (eval.nix `markerOf`),
+/// when Nix refused a derivation built from it.
+fn sensitive_marker(stderr: &str) -> Option<(String, String)> {
+    const MARKER: &str = "/nix/store/00000000000000000000000000000000-ferry-sensitive-";
+    let rest = &stderr[stderr.find(MARKER)? + MARKER.len()..];
+    let body = rest[..rest.find('\'')?].strip_suffix(".drv")?;
+    let (resource, output) = body.split_once('=')?;
+    Some((resource.to_string(), output.to_string()))
+}
+
+fn strip_hint(stderr: &str) -> String {
+    stderr.lines().filter(|l| l.trim() != SHOW_TRACE_HINT).collect::<Vec<_>>().join("\n")
 }
 
 #[derive(Deserialize)]
@@ -163,6 +244,8 @@ struct RawResult {
     inputs: Option<String>,
     context: BTreeMap<String, Vec<String>>,
     stable: bool,
+    undetermined: bool,
+    file: String,
     unknown_inputs: Vec<String>,
     preview: Option<BTreeMap<String, Option<String>>>,
     edges: Option<String>,
@@ -201,13 +284,15 @@ fn decode_round(stdout: &[u8]) -> Result<RoundResult, EvalError> {
                 inputs,
                 context: r.context,
                 stable: r.stable,
+                undetermined: r.undetermined,
+                file: r.file,
                 unknown_inputs: r.unknown_inputs,
                 preview,
                 edges,
             },
         );
     }
-    Ok(RoundResult { declarations: raw.declarations, names: raw.names, results })
+    Ok(RoundResult { declarations: raw.declarations, names: raw.names, results, failures: BTreeMap::new() })
 }
 
 #[cfg(test)]
@@ -225,5 +310,17 @@ mod tests {
         assert!(!e.is_user_error());
         assert!(e.to_string().starts_with("syntax error"));
         assert!(!e.to_string().contains("show-trace"));
+    }
+
+    /// Nix 2.8's real output for a multi-line `abort` containing `'`, without and with
+    /// `--show-trace`: no stray quote, no broken hint line, continuation lines unindented.
+    #[test]
+    fn abort_messages_print_cleanly() {
+        let plain = "error: evaluation aborted with the following error message: 'ferry: it's bad\n       second line'\n(use '--show-trace' to show detailed location information)\n";
+        assert_eq!(nix_error(plain).to_string(), "it's bad\nsecond line");
+        let traced = "error: evaluation aborted with the following error message: 'ferry: it's bad\n       second line'\n\n       … while evaluating 'f'\n\n       at /tmp/ab.nix:1:9:\n";
+        let m = nix_error(traced).to_string();
+        assert!(m.starts_with("it's bad\nsecond line\n"), "{m}");
+        assert!(m.contains("… while evaluating 'f'") && m.contains("/tmp/ab.nix:1:9"), "{m}");
     }
 }

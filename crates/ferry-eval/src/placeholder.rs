@@ -47,8 +47,16 @@ fn walk(v: &Value, f: &mut dyn FnMut(&str)) {
     }
 }
 
-/// Replace placeholders in a string for display: `(known after apply: NAME.OUTPUT)`.
+/// What eval.nix previews in place of a value computed from unknown outputs that cannot be
+/// shown honestly (a derivation built from a placeholder: its store path would be invented).
+pub const OPAQUE: &str = "<ferry:unknown>";
+
+/// Replace placeholders in a string for display: `(known after apply: NAME.OUTPUT)`, and
+/// [`OPAQUE`] as `(known after apply)`.
 pub fn render_placeholders(s: &str) -> String {
+    if s == OPAQUE {
+        return "(known after apply)".into();
+    }
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find(OPEN) {
