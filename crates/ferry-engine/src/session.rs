@@ -464,11 +464,8 @@ fn locate_sensitive(
     let file = req.file.display();
     let what = match culprit {
         Some(name) => {
-            let input = eval
-                .input_names(req, name)
-                .unwrap_or_default()
-                .into_iter()
-                .find(|i| leaks(name, Some(i)));
+            let input =
+                eval.input_names(req, name).unwrap_or_default().into_iter().find(|i| leaks(name, Some(i)));
             match input {
                 Some(i) => format!("resource `{name}` ({file}): input `{i}`"),
                 None => format!("resource `{name}` ({file})"),
@@ -496,7 +493,8 @@ fn settle_undetermined(
     req: &RoundRequest,
     res: &mut RoundResult,
 ) -> Result<(), ferry_eval::EvalError> {
-    let names: Vec<String> = res.results.iter().filter(|(_, r)| r.undetermined).map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> =
+        res.results.iter().filter(|(_, r)| r.undetermined).map(|(n, _)| n.clone()).collect();
     for name in names {
         match eval.probe(req, &name, None)? {
             ferry_eval::Probe::Pending | ferry_eval::Probe::Ready => {

@@ -182,7 +182,9 @@ impl Evaluator for NixCli {
 /// (Newer Nix prints the trace first and the message last.)
 fn is_pending_throw(message: &str) -> bool {
     message.starts_with(PENDING_MARKER)
-        || message.lines().any(|l| l.trim_start().strip_prefix("error: ").is_some_and(|m| m.starts_with(PENDING_MARKER)))
+        || message
+            .lines()
+            .any(|l| l.trim_start().strip_prefix("error: ").is_some_and(|m| m.starts_with(PENDING_MARKER)))
 }
 
 /// The line Nix 2.8 appends to an error printed without `--show-trace`.

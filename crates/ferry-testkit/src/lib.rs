@@ -13,6 +13,7 @@
 //! at files, exit codes and output, the way a user would.
 
 pub mod host;
+pub mod nixpkgs;
 pub mod podman;
 pub mod systemd_host;
 
