@@ -34,7 +34,7 @@ let
   markerOf = name: out: "/nix/store/00000000000000000000000000000000-ferry-sensitive-${name}=${out}${markerSuffix}";
   isMarker = p: builtins.match "/nix/store/0{32}-ferry-sensitive-.*" p != null;
   markSensitive = name: outs:
-    let sens = args.sensitive.${name} or [ ];
+    let sens = if args.markSensitive or true then args.sensitive.${name} or [ ] else [ ];
     in
     mapAttrs (o: v: if builtins.elem o sens && isString v
       then builtins.appendContext v { ${markerOf name o} = { outputs = [ "out" ]; }; } else v) outs;

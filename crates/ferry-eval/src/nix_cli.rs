@@ -126,7 +126,26 @@ const PENDING_MARKER: &str = "ferry-pending:";
 
 impl Evaluator for NixCli {
     fn round(&self, req: &RoundRequest) -> Result<RoundResult, EvalError> {
-        decode_round(&self.instantiate(req, req)?)
+        // Sensitive outputs are marked so that a derivation built from one fails to
+        // instantiate (eval.nix `markSensitive`). The marker works only read-only: in
+        // read-write mode Nix checks a context's paths as soon as it is made. So a round that
+        // writes derivations and sees sensitive values is checked read-only first, and then
+        // runs unmarked — it cannot reach a derivation that the check did not see.
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Unmarked<'a> {
+            #[serde(flatten)]
+            req: &'a RoundRequest,
+            mark_sensitive: bool,
+        }
+        let secrets_in_play =
+            req.sensitive.keys().any(|n| req.known.contains_key(n) || req.recorded.contains_key(n));
+        if !req.write_drvs || !secrets_in_play {
+            return decode_round(&self.instantiate(req, req)?);
+        }
+        let check = RoundRequest { write_drvs: false, ..req.clone() };
+        self.instantiate(&check, &check)?;
+        decode_round(&self.instantiate(req, &Unmarked { req, mark_sensitive: false })?)
     }
 
     fn probe(&self, req: &RoundRequest, name: &str, input: Option<&str>) -> Result<Probe, EvalError> {
