@@ -197,3 +197,139 @@ fn drift_a_provider_reads_is_planned_as_a_change_although_inputs_are_unchanged()
     sb.ferry(&["apply", "--yes"]).ok().says("No changes");
     assert_eq!(calls(&sb, "update"), updates + 1, "no drift, no update");
 }
+
+/// Stops and purges a container on a test host when dropped (before the host goes).
+struct Purge<'a> {
+    host: &'a TestHost,
+    name: &'static str,
+    script: tempfile::NamedTempFile,
+}
+
+impl<'a> Purge<'a> {
+    fn new(host: &'a TestHost, name: &'static str) -> Purge<'a> {
+        let script = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(script.path(), ferry_provider_nspawn::host::SCRIPT).expect("write nspawn.sh");
+        Purge { host, name, script }
+    }
+}
+
+impl Drop for Purge<'_> {
+    fn drop(&mut self) {
+        let s = self.script.path().display();
+        self.host.exec(&format!("sh {s} stop {n} 3; sh {s} destroy {n} yes", n = self.name));
+    }
+}
+
+/// Network hygiene, as in containers.rs: container addresses (10.233.0.0/16) never leave the
+/// machine by the default route.
+fn blackhole() {
+    let out = std::process::Command::new("ip")
+        .args(["route", "replace", "blackhole", "10.233.0.0/16"])
+        .output()
+        .expect("run ip");
+    assert!(out.status.success(), "ip route: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_failed_container_reload_is_rolled_back_and_retried_not_accepted() {
+    blackhole();
+    let sb = Sandbox::new(BIN);
+    let base = sb.path().join("hosts");
+    std::fs::create_dir_all(&base).expect("hosts dir");
+    let h = TestHost::start(&base, "dct").expect("start test host");
+    let _purge = Purge::new(&h, "ct-drift");
+    let root = "/var/lib/machines/ct-drift";
+    // v2's activation counts its attempts and fails while /fail-reload exists in the container.
+    let deploy = |version: &str| {
+        let hook = match version {
+            "v1" => "",
+            "v2" => r#"activationHook = "echo attempt >> /reload-attempts; ! test -e /fail-reload";"#,
+            // Fails after it activated (like a unit failing at the end of a switch).
+            _ => "failActivation = true;",
+        };
+        sb.deployment(&format!(
+            r#"{{ resources, ... }}:
+let t = import {nix} {{ }}; in {{
+  resources.ct = {{
+    type = "nspawn.container";
+    inputs = {{
+      name = "ct-drift"; keepState = false; activation.strategy = "reload";
+      system = t.mkContainer {{ name = "ct-drift"; pages."index.html" = "{version}\n"; {hook} }};
+      host = {{ host = "{addr}"; port = {port}; hostKey = "{key}"; }};
+      sshKey = "{ckey}";
+      network.v4.static = {{ hostAddress = "10.233.29.1"; address = "10.233.29.2"; }};
+    }};
+  }};
+}}
+"#,
+            nix = test_systems_nix().display(),
+            addr = h.addr(),
+            port = h.port(),
+            key = h.host_key(),
+            ckey = h.client_key().display(),
+        ));
+    };
+    let serves = |want: &str| {
+        wait_until(Duration::from_secs(20), &format!("the container serving {want:?}"), || {
+            http_get("10.233.29.2", 80, "/").is_some_and(|b| b.contains(want))
+        })
+    };
+    let profile_link = || sh(&h, "readlink /nix/var/nix/profiles/per-container/ct-drift/system");
+    let attempts = || sh(&h, &format!("cat {root}/reload-attempts 2>/dev/null | wc -l"));
+    deploy("v1");
+    sb.ferry(&["apply", "--yes"]).ok().says("1 created");
+    serves("v1");
+
+    // The reload of v2 fails: the container keeps serving v1, and its profile says so too.
+    sh(&h, &format!("touch {root}/fail-reload"));
+    deploy("v2");
+    let r = sb.ferry(&["apply", "--yes"]).expect(1);
+    assert!(r.all().contains("reload"), "{}", r.all());
+    assert_eq!(attempts(), "1");
+    serves("v1");
+    assert!(profile_link().ends_with("system-1-link"), "the profile claims {}", profile_link());
+
+    // Not accepted: plan shows the change, refresh and plan agree, apply tries again.
+    for _ in 0..2 {
+        let plan = sb.ferry(&["plan"]).ok();
+        assert!(plan.stdout.contains("  ~ ct (nspawn.container)"), "{}", plan.stdout);
+        assert!(plan.stdout.contains("1 to update"), "{}", plan.stdout);
+        assert_eq!(refresh_statuses(&sb), vec![("ct".to_string(), "inSync".to_string())], "{}", refresh(&sb));
+    }
+    sb.ferry(&["apply", "--yes"]).expect(1);
+    assert_eq!(attempts(), "2", "the failed reload was retried");
+    serves("v1");
+
+    // Once the reload can succeed, apply converges.
+    sh(&h, &format!("rm {root}/fail-reload"));
+    sb.ferry(&["apply", "--yes"]).ok().says("1 updated");
+    serves("v2");
+    assert_eq!(attempts(), "3");
+    let o = outputs(&sb, "ct");
+    assert!(
+        profile_link().ends_with(&format!("system-{}-link", o["generation"])),
+        "{} vs {o}",
+        profile_link()
+    );
+    assert_eq!(
+        sh(&h, "readlink -f /nix/var/nix/profiles/per-container/ct-drift/system"),
+        o["systemPath"].as_str().unwrap_or("")
+    );
+    assert_eq!(refresh_statuses(&sb), vec![("ct".to_string(), "inSync".to_string())]);
+    assert_eq!(sb.ferry(&["plan"]).ok().stdout.trim(), "No changes.");
+
+    // A reload that fails after activating: the system that ran before runs again.
+    let v2 = sh(&h, "readlink -f /nix/var/nix/profiles/per-container/ct-drift/system");
+    deploy("v3");
+    sb.ferry(&["apply", "--yes"]).expect(1).says("rolled back");
+    serves("v2");
+    let leader = o["leaderPid"].as_u64().expect("leaderPid");
+    let running =
+        std::fs::read_link(format!("/proc/{leader}/root/run/current-system")).expect("current-system");
+    assert_eq!(running.display().to_string(), v2, "the container runs v2 again");
+    assert!(profile_link().ends_with(&format!("system-{}-link", o["generation"])), "{}", profile_link());
+    assert!(sb.ferry(&["plan"]).ok().stdout.contains("1 to update"));
+    deploy("v2");
+    assert_eq!(sb.ferry(&["plan"]).ok().stdout.trim(), "No changes.");
+    sb.ferry(&["destroy", "--yes"]).ok();
+}

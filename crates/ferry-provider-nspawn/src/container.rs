@@ -359,10 +359,7 @@ fn deploy_on(
             Strategy::Dynamic => system_changed.then_some("reload"),
         };
         match what {
-            Some("reload") => {
-                cx.progress("activate", "reloading (switch-to-configuration test inside)");
-                h.run("reloading the container", "reload", &[&c.name], None, 600)?;
-            }
+            Some("reload") => crate::reload::reload(h, &c.name, &pr.link, cx)?,
             Some(_) => {
                 cx.progress("activate", "restarting");
                 h.run("stopping the container", "stop", &[&c.name, &timeout], None, c.stop_timeout + 30)?;
