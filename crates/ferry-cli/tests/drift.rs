@@ -118,6 +118,13 @@ fn machines_activated_by_a_killed_apply_are_converged_not_accepted() {
         assert!(http_get(h.addr(), 8080, "/").is_some_and(|b| b.contains("v2")), "the host runs v2");
     }
 
+    // State still records v1 (with the interrupted update pending): refresh reports drift, and
+    // plan agrees that both machines change.
+    let plan = sb.ferry(&["plan"]).ok();
+    assert!(plan.stdout.contains("Plan: 0 to create, 2 to update"), "{}", plan.stdout);
+    assert!(refresh_statuses(&sb).iter().all(|(_, s)| s == "drifted"), "{}", refresh(&sb));
+    assert!(sb.ferry(&["plan"]).ok().stdout.contains("2 to update"), "refresh accepted nothing");
+
     // The next apply converges: it records what is really deployed, or deploys it again.
     let r = sb.ferry(&["apply", "--yes"]).ok();
     assert!(!r.stdout.contains("No changes"), "{}", r.all());
