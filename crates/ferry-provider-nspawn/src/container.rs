@@ -359,7 +359,10 @@ fn deploy_on(
             Strategy::Dynamic => system_changed.then_some("reload"),
         };
         match what {
-            Some("reload") => crate::reload::reload(h, &c.name, &pr.link, cx)?,
+            Some("reload") => {
+                cx.progress("activate", "reloading (switch-to-configuration test inside)");
+                crate::reload::reload(h, &c.name, &pr.link)?;
+            }
             Some(_) => {
                 cx.progress("activate", "restarting");
                 h.run("stopping the container", "stop", &[&c.name, &timeout], None, c.stop_timeout + 30)?;
