@@ -227,19 +227,9 @@ impl Drop for Purge<'_> {
     }
 }
 
-/// Network hygiene, as in containers.rs: container addresses (10.233.0.0/16) never leave the
-/// machine by the default route.
-fn blackhole() {
-    let out = std::process::Command::new("ip")
-        .args(["route", "replace", "blackhole", "10.233.0.0/16"])
-        .output()
-        .expect("run ip");
-    assert!(out.status.success(), "ip route: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn a_failed_container_reload_is_rolled_back_and_retried_not_accepted() {
-    blackhole();
+    ferry_testkit::blackhole_container_addresses();
     let sb = Sandbox::new(BIN);
     let base = sb.path().join("hosts");
     std::fs::create_dir_all(&base).expect("hosts dir");
