@@ -260,7 +260,21 @@ pub fn decide(
     let p = provider_plan(reg, k, name, desired, Some(prior.clone()))?;
     let mut d = from_plan(p, drift, Some(prior));
     d.outputs_changed = outputs_changed;
-    if interrupted_update && d.action == Action::Noop {
+    if d.action == Action::Noop && !d.drift.is_empty() {
+        // Drift is never accepted: reality already matching the desired inputs (say, an
+        // interrupted update that finished without ferry) is still not what state records, so
+        // the provider's update runs and returns the outputs of what is really there.
+        d.action = if k.schema.supports(Operation::Update) { Action::Update } else { Action::Replace };
+        d.outputs = None;
+        d.reason = Some(
+            if interrupted_update {
+                "the last operation did not complete and the resource differs from what was recorded"
+            } else {
+                "drift: the resource differs from what was recorded, although its inputs did not change"
+            }
+            .into(),
+        );
+    } else if interrupted_update && d.action == Action::Noop {
         d.reason = Some("the last operation did not complete; its inputs are now in place".into());
     }
     Ok(d)

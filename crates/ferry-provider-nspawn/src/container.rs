@@ -361,7 +361,7 @@ fn deploy_on(
         match what {
             Some("reload") => {
                 cx.progress("activate", "reloading (switch-to-configuration test inside)");
-                h.run("reloading the container", "reload", &[&c.name], None, 600)?;
+                crate::reload::reload(h, &c.name, &pr.link)?;
             }
             Some(_) => {
                 cx.progress("activate", "restarting");

@@ -157,7 +157,8 @@ pub fn rollback(c: &Container, to: Option<u64>) -> Result<String, ProviderError>
         let out = h.run("switching the generation", "switch-generation", &[&c.name, &gen], None, 60)?;
         let link = out.lines().find_map(|l| l.strip_prefix("link=")).unwrap_or_default().to_string();
         if pr.running() {
-            h.run("reloading the container", "reload", &[&c.name], None, 600)?;
+            // A failed reload puts the profile back to where it was before this rollback.
+            crate::reload::reload(h, &c.name, &pr.link)?;
         }
         Ok(format!(
             "{} is at generation {}{}",

@@ -22,6 +22,7 @@ pub mod container;
 pub mod host;
 pub mod imperative;
 pub mod net;
+pub mod reload;
 pub mod schema;
 pub mod unit;
 

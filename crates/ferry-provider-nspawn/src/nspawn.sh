@@ -328,12 +328,41 @@ stop)
   ;;
 
 reload)
-  # reload NAME: switch-to-configuration test inside the running container.
-  l=$(leader "$1")
-  [ -n "$l" ] || die "container $1 is not running"
+  # reload NAME [PREV_LINK]: switch-to-configuration test inside the running container. Prints
+  # result=ok, or, when it failed, its last lines as `output: …` and result=rolled-back or
+  # result=rollback-failed: the profile goes back to PREV_LINK (its generation before this
+  # deploy; the failed generation's link is removed) and, if the running system changed, the
+  # one that ran before is activated again, so the profile never claims a system that does not
+  # run (a restart would boot it).
+  name=$1 prev=${2:-}
+  l=$(leader "$name")
+  [ -n "$l" ] || die "container $name is not running"
   ns=$(command -v nsenter) || die "nsenter (util-linux) is missing on this host"
-  PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/system/sw/bin "$ns" -t "$l" -a -- \
-    /nix/var/nix/profiles/system/bin/switch-to-configuration test
+  before=$(current "$name")
+  log=$(mktemp) || exit 1
+  inside() { PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/system/sw/bin "$ns" -t "$l" -a -- "$@"; }
+  if inside /nix/var/nix/profiles/system/bin/switch-to-configuration test >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"
+    echo "result=ok"
+    exit 0
+  fi
+  tail -n 15 "$log" | sed 's/^/output: /'
+  rm -f "$log"
+  ok=0
+  p=$(profile "$name")
+  new=$(readlink "$p" 2>/dev/null)
+  if [ -n "$prev" ] && [ "$new" != "$prev" ]; then
+    g=${prev%-link}; g=${g##*-}
+    if nix-env -p "$p" --switch-generation "$g" >/dev/null 2>&1; then
+      rm -f "$(dirname "$p")/$new"
+    else
+      ok=1
+    fi
+  fi
+  if [ -n "$before" ] && [ "$(current "$name")" != "$before" ]; then
+    inside "$before/bin/switch-to-configuration" test >/dev/null 2>&1 || ok=1
+  fi
+  if [ $ok = 0 ]; then echo "result=rolled-back"; else echo "result=rollback-failed"; fi
   ;;
 
 exec)

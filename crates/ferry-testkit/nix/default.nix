@@ -114,6 +114,9 @@ let
   #   killSshd        activation kills sshd's listener and never restarts it: the host is
   #                   unreachable over SSH until a good system is activated (e.g. a rollback)
   #   unhealthy       no /health page and no /run/ferry-test/healthy
+  #   activationHook  shell code run (by busybox sh, as root) when switch/test starts, before
+  #                   anything is activated; if it fails, the activation fails and nothing
+  #                   changes (e.g. block on a fifo, or fail while a flag file exists)
   #   extraPaths      store paths added to the closure (listed in $out/extra-paths), e.g. blobs
   mkSystem =
     { name
@@ -126,6 +129,7 @@ let
     , killSshd ? false
     , unhealthy ? false
     , extraPaths ? [ ]
+    , activationHook ? ""
     , initScript ? ./init.sh
     }:
     let
@@ -146,6 +150,7 @@ let
         killSshd = flag killSshd;
         unhealthy = flag unhealthy;
         extraPaths = concatStringsSep "\n" (map toString extraPaths);
+        inherit activationHook;
         version = "ferry-test-${name}";
       }
       ''
@@ -173,6 +178,10 @@ let
         done
         ${concatStringsSep "\n" (map (n: "ln -s ${allServices.${n}} $out/services/${quote n}") (attrNames allServices))}
         if [ -n "$extraPaths" ]; then printf '%s\n' "$extraPaths" > $out/extra-paths; fi
+        if [ -n "$activationHook" ]; then
+          { printf '#!%s sh\nPATH=%s\n' ${bb} ${applets}/bin; printf '%s\n' "$activationHook"; } > $out/activation-hook
+          chmod +x $out/activation-hook
+        fi
       '';
   # A test container system: mkSystem's interface (same arguments) with a container `init` for
   # systemd-nspawn (container-init.sh: activate, start the services, then wait as PID 1 until

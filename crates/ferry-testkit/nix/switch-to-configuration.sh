@@ -6,12 +6,17 @@
 # A service is restarted when its store path differs from the running one (or it is not
 # running), stopped when the new system lacks it, left alone (same PID) otherwise.
 # Exit 1 if a service fails, or if this system was built with failActivation (after it was
-# activated, like a unit failing at the end of a real switch).
+# activated, like a unit failing at the end of a real switch), or if its activationHook fails
+# (before anything is activated).
 goal=$1
 case "$goal" in
   switch | boot | test | dry-activate) ;;
   *) echo "usage: $0 [switch|boot|test|dry-activate]" >&2; exit 1 ;;
 esac
+
+if { [ "$goal" = switch ] || [ "$goal" = test ]; } && [ -x "$out/activation-hook" ]; then
+  "$out/activation-hook" || { echo "error: the activation hook of this test system failed" >&2; exit 1; }
+fi
 
 if [ "$goal" = switch ] || [ "$goal" = boot ]; then
   echo "updating the boot default..."

@@ -302,3 +302,13 @@ pub fn http_get(addr: &str, port: u16, path: &str) -> Option<String> {
     s.read_to_string(&mut b).ok()?;
     Some(b)
 }
+
+/// Network hygiene for container tests, whose addresses are in 10.233.0.0/16: a blackhole
+/// route for the range, so that traffic to a container's address that has no more specific
+/// route (a container that just stopped) is dropped instead of following the default route off
+/// the machine. Idempotent.
+pub fn blackhole_container_addresses() {
+    let out =
+        Command::new("ip").args(["route", "replace", "blackhole", "10.233.0.0/16"]).output().expect("run ip");
+    assert!(out.status.success(), "ip route: {}", String::from_utf8_lossy(&out.stderr));
+}
