@@ -499,3 +499,53 @@ fn container_on_a_remote_test_host() {
     let out = h.exec("test -e /etc/systemd/nspawn/ct-remote.nspawn && echo present || echo gone");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "gone");
 }
+
+/// The first pool address on a host that never had an address claim (issue 10: the claims
+/// listing failed on an empty claims directory, so the very first pool container on a fresh
+/// machine failed). A fresh test host has its own, empty `/var/lib/ferry`: no claim of this
+/// machine or of another test can hide the case.
+#[test]
+fn the_first_pool_container_on_a_host_without_claims() {
+    blackhole();
+    let sb = Sandbox::new(BIN);
+    let base = sb.path().join("hosts");
+    std::fs::create_dir_all(&base).expect("hosts dir");
+    let h = TestHost::start(&base, "freshct").expect("start test host");
+    let on_host = |script: &str| String::from_utf8_lossy(&h.exec(script).stdout).trim().to_string();
+    assert_eq!(on_host("ls -A /var/lib/ferry"), "", "a fresh host: nothing in /var/lib/ferry");
+    assert!(!link_exists("ve-ct-fresh"), "no leftover interface of an earlier run");
+    sb.deployment(&format!(
+        "{}{}}}\n",
+        nix_header(),
+        container(
+            "fresh",
+            "fresh v1",
+            &format!(
+                r#"name = "ct-fresh"; host = {{ host = "{addr}"; port = {port}; hostKey = "{key}"; }};
+      sshKey = "{ckey}";
+      network.v4.pool = "10.233.20.0/24";"#,
+                addr = h.addr(),
+                port = h.port(),
+                key = h.host_key(),
+                ckey = h.client_key().display()
+            )
+        )
+    ));
+    let r = sb.ferry(&["apply", "--yes"]).ok();
+    assert!(r.stdout.contains("1 created"), "{}", r.all());
+    assert_eq!(outputs(&sb, "fresh")["address"], "10.233.20.2", "the pool's first address");
+    serves("10.233.20.2", 80, "fresh v1");
+    assert_eq!(
+        on_host("cd /var/lib/ferry/nspawn/.addresses && for f in *; do echo \"$f $(cat \"$f\")\"; done"),
+        "10.233.20.2 ct-fresh",
+        "the only claim on the host"
+    );
+    sb.ferry(&["destroy", "--yes"]).ok();
+    assert_eq!(on_host("ls -A /var/lib/ferry/nspawn/.addresses"), "", "destroy releases the claim");
+    assert!(!link_exists("ve-ct-fresh"), "stopped: its veth is gone");
+    // Empty again: the next first container works the same (the listing of no claims).
+    let r = sb.ferry(&["apply", "--yes"]).ok();
+    assert!(r.stdout.contains("1 created"), "{}", r.all());
+    assert_eq!(outputs(&sb, "fresh")["address"], "10.233.20.2");
+    sb.ferry(&["destroy", "--yes"]).ok();
+}
