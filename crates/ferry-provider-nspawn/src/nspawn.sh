@@ -203,9 +203,21 @@ release)
   ;;
 
 write)
-  # write PATH MODE < content: atomically.
+  # write PATH MODE < content: atomically. A zone's networkd files are written under the zone's
+  # lock, so that a neighbour's destroy (which removes them with the zone's last container)
+  # never removes them under a container that is joining the zone.
   mkdir -p "$(dirname "$1")" || exit 1
-  cat > "$1.ferry-tmp" && chmod "$2" "$1.ferry-tmp" && mv -f "$1.ferry-tmp" "$1"
+  case "$1" in
+    /etc/systemd/network/50-ferry-zone-*)
+      z=${1##*/50-ferry-zone-}; z=${z%.*}
+      mkdir -p "$RUN" || exit 1
+      (
+        flock 9
+        cat > "$1.ferry-tmp" && chmod "$2" "$1.ferry-tmp" && mv -f "$1.ferry-tmp" "$1"
+      ) 9>"$RUN/zone-vz-$z.lock"
+      ;;
+    *) cat > "$1.ferry-tmp" && chmod "$2" "$1.ferry-tmp" && mv -f "$1.ferry-tmp" "$1" ;;
+  esac
   ;;
 
 read-file)
@@ -395,6 +407,20 @@ destroy)
   [ -f "$s/net.env" ] && . "$s/net.env"
   rm -f "/etc/systemd/nspawn/$name.nspawn" "/etc/systemd/network/50-ferry-ct-$name.network"
   rm -rf "/nix/var/nix/profiles/per-container/$name" "/nix/var/nix/gcroots/per-container/$name"
+  # A zone's networkd files go with its last container (other members name the zone's bridge
+  # in their 50-ferry-ct-NAME.network; under the zone's lock, see `write`).
+  if [ "${MODE:-}" = zone ] && [ -n "${BRIDGE:-}" ]; then
+    mkdir -p "$RUN"
+    (
+      flock 9
+      for f in /etc/systemd/network/50-ferry-ct-*.network; do
+        [ -f "$f" ] || continue
+        grep -qx "Bridge=$BRIDGE" "$f" && exit 0
+      done
+      rm -f "/etc/systemd/network/50-ferry-zone-${BRIDGE#vz-}.netdev" \
+        "/etc/systemd/network/50-ferry-zone-${BRIDGE#vz-}.network"
+    ) 9>"$RUN/zone-$BRIDGE.lock"
+  fi
   if [ "$purge" = yes ]; then
     for f in "$CLAIMS"/*; do
       [ -f "$f" ] || continue
