@@ -399,6 +399,18 @@ impl TestHost {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        // sshd listens before it writes its PID file: until then `stop_sshd` would find
+        // nothing to stop (an "unreachable" host that still answers).
+        while self.sshd_pid().is_none() {
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "sshd on test host {} wrote no PID file (/run/sshd.pid)\n{}",
+                    self.name,
+                    self.sshd_log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(())
     }
 
