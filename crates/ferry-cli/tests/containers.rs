@@ -14,35 +14,176 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferry");
 
-/// Purges the named containers on drop (stop, unit, network, root directory, claims).
+/// What a local container may leave on this machine (nspawn.sh's layout, direct runtime).
+const RUN: &str = "/run/ferry/nspawn";
+const CLAIMS: &str = "/var/lib/ferry/nspawn/.addresses";
+
+/// Makes the test's own names clean on this machine: at the start it removes whatever an
+/// earlier (killed) run left of them and checks that nothing is left, so the test runs as on a
+/// fresh machine; on drop (also when the test fails) it stops and purges them again — processes,
+/// unit, networkd files, root directory, profile, GC roots, state, address claims, network
+/// namespace, veth, nftables table, zone bridge and files — and, unless the test already
+/// failed, checks that nothing is left for the next run.
 struct Cleanup {
     names: Vec<String>,
+    zones: Vec<String>,
     script: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Cleanup {
     fn new(names: &[&str]) -> Cleanup {
+        Cleanup::with_zones(names, &[])
+    }
+
+    /// Also the zones (`vz-ZONE` bridge, `50-ferry-zone-ZONE.*` files) only this test uses.
+    fn with_zones(names: &[&str], zones: &[&str]) -> Cleanup {
         blackhole();
         let dir = tempfile::tempdir().expect("tempdir");
         let script = dir.path().join("nspawn.sh");
         std::fs::write(&script, ferry_provider_nspawn::host::SCRIPT).expect("write script");
-        let c = Cleanup { names: names.iter().map(|s| s.to_string()).collect(), script, _dir: dir };
+        let c = Cleanup {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            zones: zones.iter().map(|s| s.to_string()).collect(),
+            script,
+            _dir: dir,
+        };
         c.purge();
+        let left = c.traces();
+        assert!(left.is_empty(), "leftovers of an earlier run that cannot be removed: {left:?}");
         c
     }
+
+    fn helper(&self, args: &[&str]) {
+        let _ = std::process::Command::new("sh").arg(&self.script).args(args).output();
+    }
+
     fn purge(&self) {
         for n in &self.names {
-            let _ = std::process::Command::new("sh").arg(&self.script).args(["stop", n, "3"]).output();
-            let _ = std::process::Command::new("sh").arg(&self.script).args(["destroy", n, "yes"]).output();
+            self.helper(&["stop", n, "3"]);
+            for pid in container_processes(n) {
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+            self.helper(&["destroy", n, "yes"]);
+            let _ = std::process::Command::new("ip").args(["netns", "del", &format!("ferry-{n}")]).output();
+            for l in links(n) {
+                let _ = std::process::Command::new("ip").args(["link", "del", &l]).output();
+            }
+            let _ = std::process::Command::new("nft")
+                .args(["delete", "table", "ip", &format!("ferry-ct-{n}")])
+                .output();
+            for f in run_files(n) {
+                let _ = std::fs::remove_file(f);
+            }
         }
+        for z in &self.zones {
+            let _ = std::process::Command::new("ip").args(["link", "del", &format!("vz-{z}")]).output();
+            for f in zone_files(z) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        // Killed processes go away a moment later.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.names.iter().any(|n| !container_processes(n).is_empty())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What exists of the test's names on this machine.
+    fn traces(&self) -> Vec<String> {
+        let mut v = vec![];
+        let exists = |p: &str| std::fs::symlink_metadata(p).is_ok();
+        for n in &self.names {
+            let paths = [
+                format!("/etc/systemd/nspawn/{n}.nspawn"),
+                format!("/etc/systemd/network/50-ferry-ct-{n}.network"),
+                format!("/var/lib/machines/{n}"),
+                format!("/var/lib/ferry/nspawn/{n}"),
+                format!("/nix/var/nix/profiles/per-container/{n}"),
+                format!("/nix/var/nix/gcroots/per-container/{n}"),
+                format!("/run/netns/ferry-{n}"),
+            ];
+            v.extend(paths.into_iter().chain(run_files(n)).filter(|p| exists(p)));
+            for e in std::fs::read_dir(CLAIMS).into_iter().flatten().flatten() {
+                if std::fs::read_to_string(e.path()).is_ok_and(|o| o.trim() == n) {
+                    v.push(format!("address claim {}", e.path().display()));
+                }
+            }
+            v.extend(links(n).into_iter().filter(|l| link_exists(l)).map(|l| format!("interface {l}")));
+            let table = format!("ferry-ct-{n}");
+            let nft = std::process::Command::new("nft").args(["list", "table", "ip", &table]).output();
+            if nft.is_ok_and(|o| o.status.success()) {
+                v.push(format!("nftables table ip {table}"));
+            }
+            v.extend(container_processes(n).into_iter().map(|p| format!("process {p} of {n}")));
+        }
+        for z in &self.zones {
+            if link_exists(&format!("vz-{z}")) {
+                v.push(format!("interface vz-{z}"));
+            }
+            v.extend(zone_files(z).into_iter().filter(|p| exists(p)));
+        }
+        v
     }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         self.purge();
+        if !std::thread::panicking() {
+            let left = self.traces();
+            assert!(left.is_empty(), "the test left this behind: {left:?}");
+        }
     }
+}
+
+/// The direct runtime's files of container `n` in /run.
+fn run_files(n: &str) -> Vec<String> {
+    ["pid", "supervisor", "unit", "exit"].iter().map(|e| format!("{RUN}/{n}.{e}")).collect()
+}
+
+fn zone_files(z: &str) -> Vec<String> {
+    vec![
+        format!("/etc/systemd/network/50-ferry-zone-{z}.netdev"),
+        format!("/etc/systemd/network/50-ferry-zone-{z}.network"),
+        format!("{RUN}/zone-vz-{z}.lock"),
+    ]
+}
+
+/// The host-side interfaces container `n` may have (veth or zone mode).
+fn links(n: &str) -> Vec<String> {
+    vec![ferry_provider_nspawn::net::ifname("ve-", n), ferry_provider_nspawn::net::ifname("vb-", n)]
+}
+
+/// Processes of container `n` on this machine: its `systemd-nspawn -M n`, the container's init
+/// and ferry's supervisor (`sh …nspawn….sh supervise n`).
+fn container_processes(n: &str) -> Vec<u32> {
+    let mut v = vec![];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let args: Vec<String> =
+            cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let nspawn = args.first().is_some_and(|a| a.ends_with("systemd-nspawn"))
+            && args.windows(2).any(|w| w[0] == "-M" && w[1] == n);
+        let supervisor = args.len() >= 4
+            && args[1].contains("nspawn")
+            && args[1].ends_with(".sh")
+            && args[2] == "supervise"
+            && args[3] == n;
+        if supervisor {
+            v.push(pid);
+        }
+        if nspawn {
+            v.push(pid);
+            // The container's init: with it goes everything inside.
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+            v.extend(children.unwrap_or_default().split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+    }
+    v
 }
 
 /// Network hygiene: the tests' container addresses are in 10.233.0.0/16. A container's own
@@ -213,7 +354,7 @@ fn strategies_reload_restart_none() {
 #[test]
 fn pool_addresses_are_stable_and_distinct_and_zones_connect() {
     let names = ["ct-pool-a", "ct-pool-b", "ct-pool-c"];
-    let _c = Cleanup::new(&names);
+    let _c = Cleanup::with_zones(&names, &["ftest"]);
     let sb = Sandbox::new(BIN);
     let deploy = |names: &[&str]| {
         let mut s = nix_header();
@@ -261,6 +402,9 @@ fn pool_addresses_are_stable_and_distinct_and_zones_connect() {
     assert!(link_exists("vz-ftest"));
     sb.ferry(&["destroy", "--yes"]).ok();
     assert!(!link_exists("vz-ftest"), "the empty zone bridge is removed");
+    for f in zone_files("ftest").iter().filter(|f| f.starts_with("/etc/")) {
+        assert!(!std::path::Path::new(f).exists(), "{f} goes with the zone's last container");
+    }
 }
 
 #[test]
@@ -498,4 +642,54 @@ fn container_on_a_remote_test_host() {
     assert!(!link_exists("ve-ct-remote"), "stopped: its veth is gone");
     let out = h.exec("test -e /etc/systemd/nspawn/ct-remote.nspawn && echo present || echo gone");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "gone");
+}
+
+/// The first pool address on a host that never had an address claim (issue 10: the claims
+/// listing failed on an empty claims directory, so the very first pool container on a fresh
+/// machine failed). A fresh test host has its own, empty `/var/lib/ferry`: no claim of this
+/// machine or of another test can hide the case.
+#[test]
+fn the_first_pool_container_on_a_host_without_claims() {
+    blackhole();
+    let sb = Sandbox::new(BIN);
+    let base = sb.path().join("hosts");
+    std::fs::create_dir_all(&base).expect("hosts dir");
+    let h = TestHost::start(&base, "freshct").expect("start test host");
+    let on_host = |script: &str| String::from_utf8_lossy(&h.exec(script).stdout).trim().to_string();
+    assert_eq!(on_host("ls -A /var/lib/ferry"), "", "a fresh host: nothing in /var/lib/ferry");
+    assert!(!link_exists("ve-ct-fresh"), "no leftover interface of an earlier run");
+    sb.deployment(&format!(
+        "{}{}}}\n",
+        nix_header(),
+        container(
+            "fresh",
+            "fresh v1",
+            &format!(
+                r#"name = "ct-fresh"; host = {{ host = "{addr}"; port = {port}; hostKey = "{key}"; }};
+      sshKey = "{ckey}";
+      network.v4.pool = "10.233.20.0/24";"#,
+                addr = h.addr(),
+                port = h.port(),
+                key = h.host_key(),
+                ckey = h.client_key().display()
+            )
+        )
+    ));
+    let r = sb.ferry(&["apply", "--yes"]).ok();
+    assert!(r.stdout.contains("1 created"), "{}", r.all());
+    assert_eq!(outputs(&sb, "fresh")["address"], "10.233.20.2", "the pool's first address");
+    serves("10.233.20.2", 80, "fresh v1");
+    assert_eq!(
+        on_host("cd /var/lib/ferry/nspawn/.addresses && for f in *; do echo \"$f $(cat \"$f\")\"; done"),
+        "10.233.20.2 ct-fresh",
+        "the only claim on the host"
+    );
+    sb.ferry(&["destroy", "--yes"]).ok();
+    assert_eq!(on_host("ls -A /var/lib/ferry/nspawn/.addresses"), "", "destroy releases the claim");
+    assert!(!link_exists("ve-ct-fresh"), "stopped: its veth is gone");
+    // Empty again: the next first container works the same (the listing of no claims).
+    let r = sb.ferry(&["apply", "--yes"]).ok();
+    assert!(r.stdout.contains("1 created"), "{}", r.all());
+    assert_eq!(outputs(&sb, "fresh")["address"], "10.233.20.2");
+    sb.ferry(&["destroy", "--yes"]).ok();
 }

@@ -108,7 +108,9 @@ impl Host {
         let timeout = Duration::from_secs(timeout);
         match &self.exec {
             Exec::Ssh { conn, .. } => conn.run(what, line, stdin, timeout).map_err(|e| match e {
-                SshError::Failed { stderr, status, .. } => failed(what, &self.label, status, &stderr),
+                SshError::Failed { stderr, status, .. } => {
+                    failed(what, &self.label, &exit_text(status, None), &stderr, line)
+                }
                 e => ferry_provider_nixos::transfer::ssh_error(e),
             }),
             Exec::Local => {
@@ -134,11 +136,13 @@ impl Host {
                 if out.status.success() {
                     Ok(so)
                 } else {
+                    use std::os::unix::process::ExitStatusExt as _;
                     Err(failed(
                         what,
                         "local",
-                        out.status.code(),
+                        &exit_text(out.status.code(), out.status.signal()),
                         &format!("{so}{}", String::from_utf8_lossy(&out.stderr)),
+                        line,
                     ))
                 }
             }
@@ -183,8 +187,19 @@ impl Host {
     }
 }
 
-/// A helper failure: its `error:` lines first (they say what to do), else the output's tail.
-fn failed(what: &str, host: &str, status: Option<i32>, output: &str) -> ProviderError {
+/// How a command ended, for an error message.
+fn exit_text(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        (None, None) => "killed by a signal".to_string(),
+    }
+}
+
+/// A helper failure, never an empty message: what failed, where, how it ended (exit status),
+/// then its `error:` lines first (they say what to do), else the output's tail; when it printed
+/// nothing, the command to run on the host to see why.
+fn failed(what: &str, host: &str, status: &str, output: &str, line: &str) -> ProviderError {
     let errors: Vec<&str> = output.lines().filter(|l| l.starts_with("error: ")).collect();
     let detail = if errors.is_empty() {
         ferry_ssh::tail_lines(output, 15)
@@ -197,7 +212,15 @@ fn failed(what: &str, host: &str, status: Option<i32>, output: &str) -> Provider
         }
         d
     };
-    let status = status.map_or("killed by a signal".to_string(), |c| format!("exit {c}"));
+    let detail = if detail.trim().is_empty() {
+        format!(
+            "ferry's container helper printed nothing on stdout or stderr; to see why, run it on \
+             {host} as root with tracing: {}",
+            line.replacen("sh /run/ferry/", "sh -x /run/ferry/", 1)
+        )
+    } else {
+        detail
+    };
     err(format!("{what} failed on {host} ({status}): {detail}"))
 }
 
@@ -205,5 +228,38 @@ mod nix {
     pub fn is_root() -> bool {
         // SAFETY: geteuid has no preconditions and cannot fail.
         unsafe { libc::geteuid() == 0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_without_output_still_says_what_happened_and_what_to_do() {
+        let line = "sh /run/ferry/ferry-nspawn-0123456789ab.sh claims ";
+        let e = failed("listing address claims", "local", &exit_text(Some(1), None), "", line);
+        assert_eq!(
+            e.message,
+            "listing address claims failed on local (exit 1): ferry's container helper printed nothing \
+             on stdout or stderr; to see why, run it on local as root with tracing: \
+             sh -x /run/ferry/ferry-nspawn-0123456789ab.sh claims "
+        );
+        let e = failed("starting", "h", &exit_text(None, Some(9)), " \n\n", line);
+        assert!(
+            e.message.starts_with(
+                "starting failed on h (killed by signal 9): ferry's container helper printed nothing"
+            ),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_failure_shows_error_lines_first_then_the_output() {
+        let e = failed("x", "h", "exit 4", "owner=a\nerror: it broke: do this\n", "sh s x");
+        assert_eq!(e.message, "x failed on h (exit 4): it broke: do this\nowner=a");
+        // `claim` recognises a taken address by its exit status.
+        assert!(e.message.contains("(exit 4)"));
     }
 }

@@ -12,6 +12,9 @@
 # "direct" otherwise: a detached supervisor (mode `supervise`) sets the network up in a network
 # namespace of its own, runs systemd-nspawn in the foreground, and tears the network down when it
 # exits.
+#
+# net.env (sourced) is written by ferry: MODE, IFHOST, BRIDGE, V4_*/V6_*, PORTS.
+# shellcheck disable=SC1091,SC2153
 set -u
 umask 022
 PATH=/run/current-system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
@@ -41,6 +44,7 @@ leader() {
   alive "$np" || return 0
   # nspawn's only child is the container's PID 1.
   if [ -r "/proc/$np/task/$np/children" ]; then
+    # shellcheck disable=SC2046 # split on purpose: one PID per word
     set -- $(cat "/proc/$np/task/$np/children")
     [ -n "${1:-}" ] && echo "$1"
     return 0
@@ -165,12 +169,18 @@ probe)
   command -v systemd-nspawn >/dev/null 2>&1 && echo "nspawn=1"
   command -v nft >/dev/null 2>&1 && echo "nft=1"
   command -v ip >/dev/null 2>&1 && echo "ip=1"
+  exit 0
   ;;
 
 claims)
-  # claims: "ADDRESS OWNER" per claimed address on this host.
-  mkdir -p "$CLAIMS"
-  for f in "$CLAIMS"/*; do [ -f "$f" ] && echo "${f##*/} $(cat "$f")"; done
+  # claims: "ADDRESS OWNER" per claimed address on this host (nothing when there is none: with
+  # no claim the glob stays unexpanded, which is no file and no failure).
+  mkdir -p "$CLAIMS" || die "cannot create $CLAIMS"
+  for f in "$CLAIMS"/*; do
+    [ -f "$f" ] || continue
+    echo "${f##*/} $(cat "$f")"
+  done
+  exit 0
   ;;
 
 claim)
@@ -193,9 +203,21 @@ release)
   ;;
 
 write)
-  # write PATH MODE < content: atomically.
+  # write PATH MODE < content: atomically. A zone's networkd files are written under the zone's
+  # lock, so that a neighbour's destroy (which removes them with the zone's last container)
+  # never removes them under a container that is joining the zone.
   mkdir -p "$(dirname "$1")" || exit 1
-  cat > "$1.ferry-tmp" && chmod "$2" "$1.ferry-tmp" && mv -f "$1.ferry-tmp" "$1"
+  case "$1" in
+    /etc/systemd/network/50-ferry-zone-*)
+      z=${1##*/50-ferry-zone-}; z=${z%.*}
+      mkdir -p "$RUN" || exit 1
+      (
+        flock 9
+        cat > "$1.ferry-tmp" && chmod "$2" "$1.ferry-tmp" && mv -f "$1.ferry-tmp" "$1"
+      ) 9>"$RUN/zone-vz-$z.lock"
+      ;;
+    *) cat > "$1.ferry-tmp" && chmod "$2" "$1.ferry-tmp" && mv -f "$1.ferry-tmp" "$1" ;;
+  esac
   ;;
 
 read-file)
@@ -288,6 +310,7 @@ supervise)
   # The namespace ferry set up replaces the unit's [Network] section; --private-network keeps
   # nspawn's port handling (Port=) from refusing to start (ferry forwards the ports itself).
   [ "$MODE" = host ] || netarg="--network-namespace-path=/run/netns/ferry-$name --private-network"
+  # shellcheck disable=SC2086 # $netarg: no option or two, split on purpose
   systemd-nspawn --quiet --keep-unit --register=no --settings=trusted -M "$name" \
     -D "/var/lib/machines/$name" $netarg &
   echo $! > "$RUN/$name.pid"
@@ -413,8 +436,25 @@ destroy)
   [ -f "$s/net.env" ] && . "$s/net.env"
   rm -f "/etc/systemd/nspawn/$name.nspawn" "/etc/systemd/network/50-ferry-ct-$name.network"
   rm -rf "/nix/var/nix/profiles/per-container/$name" "/nix/var/nix/gcroots/per-container/$name"
+  # A zone's networkd files go with its last container (other members name the zone's bridge
+  # in their 50-ferry-ct-NAME.network; under the zone's lock, see `write`).
+  if [ "${MODE:-}" = zone ] && [ -n "${BRIDGE:-}" ]; then
+    mkdir -p "$RUN"
+    (
+      flock 9
+      for f in /etc/systemd/network/50-ferry-ct-*.network; do
+        [ -f "$f" ] || continue
+        grep -qx "Bridge=$BRIDGE" "$f" && exit 0
+      done
+      rm -f "/etc/systemd/network/50-ferry-zone-${BRIDGE#vz-}.netdev" \
+        "/etc/systemd/network/50-ferry-zone-${BRIDGE#vz-}.network"
+    ) 9>"$RUN/zone-$BRIDGE.lock"
+  fi
   if [ "$purge" = yes ]; then
-    for f in "$CLAIMS"/*; do [ "$(cat "$f" 2>/dev/null)" = "$name" ] && rm -f "$f"; done
+    for f in "$CLAIMS"/*; do
+      [ -f "$f" ] || continue
+      [ "$(cat "$f" 2>/dev/null)" = "$name" ] && rm -f "$f"
+    done
     rm -rf "/var/lib/machines/$name" "$s"
   else
     rm -f "$s/owner" "$s/unit.digest"

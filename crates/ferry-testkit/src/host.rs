@@ -66,10 +66,20 @@ const SHADOWED: [&str; 7] = ["/nix", "/run", "/boot", "/etc", "/root", "/proc", 
 
 /// Sets up the namespace (run by `sh` inside `unshare --mount`; `$1` is the host directory),
 /// reports, then becomes the anchor. `/run` first, so that `mount` keeps its bookkeeping there.
+///
+/// The host's Nix builds as root with the machine's build users (`nixbld*`: users are the
+/// machine's, `/etc` is an overlay on its `/etc`), and Nix kills every process of a build user
+/// before and after each build. Build users are allocated by locking
+/// `/nix/var/nix/userpool/UID`, so the host shares the machine's `userpool` directory (bound
+/// into its `/nix`, hence `--rbind`): with a lock directory of its own, a build on the host and
+/// one on the machine (or on another host) got the same user at once, and one killed the
+/// other's builder ("failed due to signal 9 (Killed)").
 const ANCHOR_SCRIPT: &str = r#"set -e
 d=$1
 mount --bind "$d/run" /run
-mount --bind "$d/nix" /nix
+mkdir -p /nix/var/nix/userpool "$d/nix/var/nix/userpool"
+mount --bind /nix/var/nix/userpool "$d/nix/var/nix/userpool"
+mount --rbind "$d/nix" /nix
 mount --bind "$d/boot" /boot
 mount --bind "$d/root" /root
 mkdir -p /var/lib/machines /var/lib/ferry
@@ -389,6 +399,18 @@ impl TestHost {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        // sshd listens before it writes its PID file: until then `stop_sshd` would find
+        // nothing to stop (an "unreachable" host that still answers).
+        while self.sshd_pid().is_none() {
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "sshd on test host {} wrote no PID file (/run/sshd.pid)\n{}",
+                    self.name,
+                    self.sshd_log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(())
     }
 
@@ -409,9 +431,12 @@ impl TestHost {
     /// unless the host is detached.
     pub fn kill(&mut self) {
         if let Some(mut anchor) = self.anchor.take() {
-            // Our own child anchors the namespace: its id cannot have been reused.
+            // Our own child anchors the namespace, but it may have died (then the namespace's id
+            // may already be another's: every `nix-build` makes a mount namespace): only
+            // processes that also show this boot's token.
             if !self.mnt_ns.is_empty() {
-                kill_namespace(&self.mnt_ns, &|pid| pid != self.anchor_pid);
+                let token = self.token.clone();
+                kill_namespace(&self.mnt_ns, &|pid| pid != self.anchor_pid && owned_by(pid, &token));
             }
             let _ = anchor.kill();
             let _ = anchor.wait();
@@ -811,19 +836,26 @@ fn release_record(addr: &str, token: &str) {
     }
 }
 
-/// SIGKILL every process of mount namespace `ns` accepted by `select`, until none is left.
+/// SIGKILL every process of mount namespace `ns` accepted by `select`, until none is left and
+/// every killed one has left the namespace. (A dying process drops its root directory before
+/// its namespaces: `select` may no longer recognise it while it is still in `ns`.)
 fn kill_namespace(ns: &str, select: &dyn Fn(u32) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut killed: Vec<u32> = vec![];
     loop {
         let pids: Vec<u32> = processes()
             .into_iter()
             .filter(|&pid| mnt_ns_of(pid).as_deref() == Some(ns) && select(pid))
             .collect();
-        if pids.is_empty() || Instant::now() > deadline {
+        killed.retain(|&pid| mnt_ns_of(pid).as_deref() == Some(ns));
+        if (pids.is_empty() && killed.is_empty()) || Instant::now() > deadline {
             return;
         }
         for pid in pids {
             signal(pid as i32, libc::SIGKILL);
+            if !killed.contains(&pid) {
+                killed.push(pid);
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     }

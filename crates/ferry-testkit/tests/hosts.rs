@@ -77,12 +77,27 @@ fn httpd_pid(host: &TestHost) -> String {
     sh(host, "cat /run/ferry-test/httpd.pid")
 }
 
-fn processes_in_namespace(ns: &str) -> usize {
+/// The processes of a test host: in its mount namespace `ns` *and* seeing its identity `token`
+/// in their `/run/ferry-testhost/id` (namespace ids are reused as soon as a namespace is gone —
+/// every `nix-build` makes one — so the id alone may name a stranger's), as "PID COMMAND".
+fn processes_of_host(ns: &str, token: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| std::fs::read_link(e.path().join("ns/mnt")).is_ok_and(|l| l.display().to_string() == ns))
-        .count()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("root/run/ferry-testhost/id"))
+                .is_ok_and(|t| t.trim() == token)
+        })
+        .map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            format!(
+                "{} {}",
+                e.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -285,10 +300,94 @@ fn sshd_stop_start_host_key_and_kill() {
     .unwrap()
     .display()
     .to_string();
-    assert!(processes_in_namespace(&ns) >= 4, "anchor, sshd and two sleeps");
+    let token = std::fs::read_to_string(host.dir().join("run/ferry-testhost/id")).unwrap().trim().to_string();
+    assert!(processes_of_host(&ns, &token).len() >= 4, "anchor, sshd and two sleeps");
     let addr = host.addr().to_string();
     host.kill();
-    assert_eq!(processes_in_namespace(&ns), 0);
+    let left = processes_of_host(&ns, &token);
+    assert_eq!(left, Vec::<String>::new(), "processes left in the host's namespace");
     assert!(std::net::TcpListener::bind((addr.as_str(), host.port())).is_ok(), "port still taken");
     assert!(!Path::new(&format!("/tmp/ferry-testhosts/{addr}.host")).exists());
+}
+
+/// Whether another process holds the lock Nix takes on build user `uid` (`flock` on
+/// `/nix/var/nix/userpool/UID` of this machine's store).
+fn build_user_locked(uid: &str) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let Ok(f) = std::fs::OpenOptions::new().read(true).open(format!("/nix/var/nix/userpool/{uid}")) else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor we own; closing it releases what we took.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+}
+
+/// A derivation built by `/bin/busybox` (the machine's, visible on hosts too) writing its uid
+/// to `SIG/NAME.uid`, waiting for `SIG/NAME.go` if `wait`.
+fn build_expr(name: &str, sig: &Path, wait: bool) -> String {
+    let sig = sig.display();
+    let wait = if wait {
+        format!("while [ ! -e {sig}/{name}.go ]; do /bin/busybox sleep 0.1; done; ")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"builtins.derivation {{ name = "{name}"; system = builtins.currentSystem; builder = "/bin/busybox"; args = [ "sh" "-c" "/bin/busybox id -u > {sig}/{name}.uid; {wait}echo ok > $out" ]; }}"#
+    )
+}
+
+/// Nix gives each build a build user and kills every process of that user before and after the
+/// build. A host builds with the machine's build users, so it must use the machine's locks on
+/// them: a build running on a host holds its user in the machine's `userpool`, and a build on
+/// the machine meanwhile gets another user and does not kill the host's builder (issue 10: a
+/// test host's `busybox-applets.drv` "failed due to signal 9 (Killed)" while other tests built).
+#[test]
+fn builds_on_a_host_and_on_the_machine_never_share_a_build_user() {
+    let base = tempdir();
+    // Where the builders (build users, not root) report: world-writable.
+    let sig = tempfile::Builder::new().prefix("ferry-build-users-").tempdir().expect("temp dir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(sig.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let h = TestHost::start(base.path(), "builds").expect("start test host");
+    let nonce = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+    );
+    let on_host = format!("host-build-{nonce}");
+    let on_machine = format!("machine-build-{nonce}");
+    let nix = "nix-build --no-out-link --option substituters ''";
+    /// Lets the host's builder finish whatever happens (a failed assertion must not hang).
+    struct Go(std::path::PathBuf);
+    impl Drop for Go {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, "");
+        }
+    }
+    std::thread::scope(|s| {
+        let go = Go(sig.path().join(format!("{on_host}.go")));
+        let host_build =
+            s.spawn(|| h.exec(&format!("{nix} -E '{}'", build_expr(&on_host, sig.path(), true))));
+        let uid_file = sig.path().join(format!("{on_host}.uid"));
+        wait_until(Duration::from_secs(60), "the host's builder to start", || {
+            std::fs::read_to_string(&uid_file).is_ok_and(|u| !u.trim().is_empty())
+        });
+        let uid = std::fs::read_to_string(&uid_file).unwrap().trim().to_string();
+        assert_ne!(uid, "0", "the host builds with a build user");
+        assert!(
+            build_user_locked(&uid),
+            "the host's build holds build user {uid} in the machine's /nix/var/nix/userpool"
+        );
+        // A build on the machine meanwhile: another build user, and the host's builder lives on.
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{nix} -E '{}'", build_expr(&on_machine, sig.path(), false)))
+            .output()
+            .expect("run nix-build");
+        assert!(o.status.success(), "the machine's build: {}", text(&o));
+        let machine_uid = std::fs::read_to_string(sig.path().join(format!("{on_machine}.uid"))).unwrap();
+        assert_ne!(machine_uid.trim(), uid, "the machine's build got the host's build user");
+        drop(go);
+        let o = host_build.join().unwrap();
+        assert!(o.status.success(), "the host's build was killed or failed: {}", text(&o));
+    });
 }

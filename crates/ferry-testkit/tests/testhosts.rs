@@ -47,12 +47,27 @@ fn namespace(dir: &Path, name: &str) -> String {
     serde_json::from_str::<Value>(&text).unwrap()["mntNs"].as_str().unwrap().to_string()
 }
 
-fn processes_in_namespace(ns: &str) -> usize {
+/// The processes of a test host: in its mount namespace `ns` *and* seeing its identity `token`
+/// in their `/run/ferry-testhost/id` (namespace ids are reused as soon as a namespace is gone —
+/// every `nix-build` makes one — so the id alone may name a stranger's), as "PID COMMAND".
+fn processes_of_host(ns: &str, token: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| std::fs::read_link(e.path().join("ns/mnt")).is_ok_and(|l| l.display().to_string() == ns))
-        .count()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("root/run/ferry-testhost/id"))
+                .is_ok_and(|t| t.trim() == token)
+        })
+        .map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            format!(
+                "{} {}",
+                e.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -84,14 +99,32 @@ fn up_ssh_keep_down() {
     assert_eq!(std::fs::read_to_string(dir.join("a/run/ferry-testhost/id")).unwrap(), id);
 
     // A process outside the hosts, for the safety check.
-    let mut outsider = Command::new("sleep").arg("1000").spawn().unwrap();
-    let namespaces: Vec<String> = ["a", "b", "c"].iter().map(|n| namespace(dir, n)).collect();
-    assert!(processes_in_namespace(&namespaces[1]) >= 3, "anchor, sshd, the detached sleep");
+    /// Killed whatever happens (a failed assertion must not leave it running).
+    struct Outsider(std::process::Child);
+    impl Drop for Outsider {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut outsider = Outsider(Command::new("sleep").arg("1000").spawn().unwrap());
+    let namespaces: Vec<(String, String)> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let id = std::fs::read_to_string(dir.join(n).join("run/ferry-testhost/id")).unwrap();
+            (namespace(dir, n), id.trim().to_string())
+        })
+        .collect();
+    assert!(
+        processes_of_host(&namespaces[1].0, &namespaces[1].1).len() >= 3,
+        "anchor, sshd, the detached sleep"
+    );
 
     let out = ok(testhosts(&["down", "--dir", dir.to_str().unwrap()]));
     assert!(out.contains("stopped 3 host(s)"), "{out}");
-    for ns in &namespaces {
-        assert_eq!(processes_in_namespace(ns), 0, "processes left in {ns}");
+    for (ns, token) in &namespaces {
+        let left = processes_of_host(ns, token);
+        assert!(left.is_empty(), "processes left in {ns}: {left:?}");
     }
     for h in &again {
         let addr = h["addr"].as_str().unwrap();
@@ -99,9 +132,8 @@ fn up_ssh_keep_down() {
         assert!(std::net::TcpListener::bind((addr, h["port"].as_u64().unwrap() as u16)).is_ok());
     }
     assert!(!dir.join("hosts.json").exists());
-    assert!(outsider.try_wait().unwrap().is_none(), "down killed a process outside the hosts");
-    let _ = outsider.kill();
-    let _ = outsider.wait();
+    assert!(outsider.0.try_wait().unwrap().is_none(), "down killed a process outside the hosts");
+    drop(outsider);
     assert!(ok(testhosts(&["down", "--dir", dir.to_str().unwrap()])).contains("stopped 0 host(s)"));
     assert_eq!(testhosts(&["up", "--dir", dir.to_str().unwrap()]).status.code(), Some(2));
 }
