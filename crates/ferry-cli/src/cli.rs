@@ -26,7 +26,8 @@ pub struct GlobalArgs {
     /// The deployment file.
     #[arg(short = 'f', long = "file", value_name = "PATH", global = true)]
     pub file: Option<PathBuf>,
-    /// The state database [default: <dir of file>/.ferry/state.db].
+    /// The state database [default: <dir of file>/.ferry/state.db for deployment.nix,
+    /// <dir of file>/.ferry/NAME.state.db for NAME.nix].
     #[arg(long = "state", value_name = "PATH", global = true)]
     pub state: Option<PathBuf>,
     /// More output (repeatable): provider phases and logs, then debug logs.
@@ -87,7 +88,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show what apply would change.
-    Plan(ReadArgs),
+    Plan(PlanArgs),
     /// Make the deployment so.
     Apply(ApplyArgs),
     /// Destroy the deployed resources.
@@ -155,6 +156,28 @@ pub struct ReadArgs {
     pub json: bool,
 }
 
+/// `ferry plan`'s flags.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// Machine-readable JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Plan as if the state belonged to this deployment file (see `apply --rebind`).
+    #[arg(long)]
+    pub rebind: bool,
+}
+
+/// The guard rails `apply` can be told to step over.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GuardArgs {
+    /// Use a state that belongs to another deployment file (or name), and make it this one's.
+    #[arg(long)]
+    pub rebind: bool,
+    /// Allow a plan that destroys every recorded resource and creates nothing.
+    #[arg(long = "allow-destroy-all")]
+    pub allow_destroy_all: bool,
+}
+
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConfirmArgs {
     /// Do not ask for confirmation.
@@ -167,6 +190,8 @@ pub struct ConfirmArgs {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub confirm: ConfirmArgs,
+    #[command(flatten)]
+    pub guards: GuardArgs,
     #[command(flatten)]
     pub rollout: RolloutArgs,
 }
@@ -206,6 +231,8 @@ pub enum StateCommand {
     },
     /// Forget a resource without destroying it.
     Rm { name: String },
+    /// Make the state belong to the deployment file given with -f (default ./deployment.nix).
+    Rebind,
     /// Write all of state as JSON (contains secrets).
     Export {
         /// Write to FILE (mode 0600) instead of stdout.
@@ -408,6 +435,8 @@ pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 600;
 pub struct Resolved {
     pub file: PathBuf,
     pub state: PathBuf,
+    /// `--state` was given (not the default beside the file).
+    pub state_given: bool,
     pub verbose: u8,
     pub quiet: bool,
     pub log_format: LogFormat,
@@ -442,7 +471,7 @@ impl GlobalArgs {
         let file = absolute(cwd, self.file.as_deref().unwrap_or(Path::new("deployment.nix")));
         let state = match &self.state {
             Some(p) => absolute(cwd, p),
-            None => file.parent().unwrap_or(cwd).join(ferry_state::DEFAULT_STATE_PATH),
+            None => ferry_state::default_state_path(&file),
         };
         let jobs = match self.jobs {
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
@@ -451,6 +480,7 @@ impl GlobalArgs {
         Resolved {
             file,
             state,
+            state_given: self.state.is_some(),
             verbose: self.verbose,
             quiet: self.quiet,
             log_format: self.log_format,
@@ -494,6 +524,14 @@ mod tests {
     }
 
     #[test]
+    fn other_files_get_their_own_state() {
+        let r = parse(&["plan", "-f", "other.nix"]).unwrap().global.resolve(Path::new("/srv/site"));
+        assert_eq!(r.state, Path::new("/srv/site/.ferry/other.state.db"));
+        let r = parse(&["plan", "-f", "a/prod"]).unwrap().global.resolve(Path::new("/srv"));
+        assert_eq!(r.state, Path::new("/srv/a/.ferry/prod.state.db"));
+    }
+
+    #[test]
     fn defaults_resolve_beside_the_file() {
         let cli = parse(&["plan"]).unwrap();
         let r = cli.global.resolve(Path::new("/srv/site"));
@@ -532,7 +570,8 @@ mod tests {
         assert!(matches!(cli.command, Command::Apply(ApplyArgs { confirm: ConfirmArgs { yes: true }, .. })));
         let r = cli.global.resolve(Path::new("/home/u"));
         assert_eq!(r.file, Path::new("/home/u/x/d.nix"));
-        assert_eq!(r.state, Path::new("/home/u/x/.ferry/state.db"));
+        // Not `deployment.nix`: its own state beside it.
+        assert_eq!(r.state, Path::new("/home/u/x/.ferry/d.state.db"));
         assert_eq!(r.jobs, 3);
         assert_eq!(r.verbose, 2);
         assert_eq!(r.on.as_deref(), Some("web-*,@db"));

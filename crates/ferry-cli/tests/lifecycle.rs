@@ -119,13 +119,13 @@ fn chain_lifecycle_create_noop_update_replace_orphan_destroy() {
     assert_eq!(sb.read("c.txt").as_deref(), Some("from b: world"));
     assert_eq!(sb.ferry(&["plan"]).ok().stdout.trim(), "No changes.");
 
-    // Replace: a's path changes; the new file is written and the old one removed.
+    // Replace: a's path changes; the new file is written first (`+/-`), then the old one removed.
     chain(&sb, "a2.txt", "world", true);
     // Hold the old file open so its inode cannot be reused by the new file.
     let a_inode = sb.identity("a.txt").0;
     let _old_a = std::fs::File::open(sb.path().join("a.txt")).expect("open a.txt");
     let plan = sb.ferry(&["plan"]).ok();
-    assert!(plan.stdout.contains("  -/+ a (local.file)"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("  +/- a (local.file)"), "{}", plan.stdout);
     assert!(plan.stdout.contains("(forces replacement)"), "{}", plan.stdout);
     let r = sb.ferry(&["apply", "--yes"]).ok();
     assert!(r.stderr.contains("[a] replace: done"), "{}", r.stderr);

@@ -11,21 +11,25 @@
 
 pub mod events;
 pub mod graph;
+mod guards;
 pub mod plan;
 mod planner;
 pub mod provider_client;
 pub mod redact;
 pub mod registry;
-mod run;
+pub(crate) mod run;
 mod scheduler;
 pub mod select;
 mod session;
+mod verbs;
+mod worker;
 
 pub use events::{EngineEvent, EventSink};
 pub use plan::{Action, Plan, PlanEntry, Summary};
 pub use provider_client::ProviderCommand;
-pub use run::{Engine, ProviderDescription, RefreshEntry, RefreshReport};
+pub use run::{Engine, RefreshEntry, RefreshReport};
 pub use select::Selection;
+pub use verbs::ProviderDescription;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -38,6 +42,8 @@ pub struct EngineConfig {
     /// Absolute path of the deployment file.
     pub file: PathBuf,
     pub state_path: PathBuf,
+    /// `state_path` was chosen by the user (`--state`), not the default beside the file.
+    pub state_given: bool,
     /// Parallel provider calls.
     pub jobs: usize,
     /// `--on`: only these resources (and their dependencies).
@@ -57,6 +63,11 @@ pub struct EngineConfig {
     pub batch: Option<usize>,
     /// `--fail-fast`: start no new work after the first failure.
     pub fail_fast: bool,
+    /// `--rebind`: use a state that belongs to another deployment, and bind it to this one.
+    pub rebind: bool,
+    /// `--allow-destroy-all`: allow an apply that destroys every recorded resource and
+    /// creates nothing.
+    pub allow_destroy_all: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +83,10 @@ pub enum EngineError {
     Provider(String),
     #[error("{0}")]
     Usage(String),
+    /// A guard rail refused the run before anything changed: the state belongs to another
+    /// deployment, the plan would destroy everything, or protected resources would go.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// How a run ended.

@@ -61,6 +61,20 @@ pub struct PlanEntry {
     pub tags: Vec<String>,
     /// Set when the resource cannot be planned (bad inputs, provider error).
     pub error: Option<String>,
+    /// A replace that creates the new resource before deleting the old one (shown `+/-`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub create_before_destroy: bool,
+}
+
+impl PlanEntry {
+    /// The plan symbol: [`Action::symbol`], but `+/-` for a create-before-destroy replace.
+    pub fn symbol(&self) -> &'static str {
+        if self.action == Action::Replace && self.create_before_destroy {
+            "+/-"
+        } else {
+            self.action.symbol()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -85,6 +99,19 @@ impl Summary {
             Action::Adopt => self.adopt += 1,
         }
     }
+    /// Takes back an [`add`](Self::add) (an entry that turned out to be an error).
+    pub fn remove(&mut self, a: Action) {
+        let n = match a {
+            Action::Noop => &mut self.unchanged,
+            Action::Create => &mut self.create,
+            Action::Update => &mut self.update,
+            Action::Replace => &mut self.replace,
+            Action::Delete => &mut self.delete,
+            Action::Adopt => &mut self.adopt,
+        };
+        *n = n.saturating_sub(1);
+    }
+
     pub fn changes(&self) -> usize {
         self.create + self.update + self.replace + self.delete + self.adopt
     }

@@ -94,6 +94,8 @@ pub struct Decision {
     pub prior: Option<Prior>,
     /// Read returned outputs different from the recorded ones.
     pub outputs_changed: bool,
+    /// For replace: the provider allows creating the new one before deleting the old one.
+    pub create_before_destroy: bool,
 }
 
 fn call<T: serde::de::DeserializeOwned>(reg: &Registry, k: &Kind, c: Call) -> Result<T, String> {
@@ -165,7 +167,16 @@ fn from_plan(p: PlanResult, drift: Vec<String>, prior: Option<Prior>) -> Decisio
         ferry_protocol::PlanAction::Replace => Action::Replace,
     };
     let outputs = if action == Action::Noop { prior.as_ref().map(|p| p.outputs.clone()) } else { None };
-    Decision { action, changes: p.changes, drift, reason: p.reason, outputs, prior, outputs_changed: false }
+    Decision {
+        action,
+        changes: p.changes,
+        drift,
+        reason: p.reason,
+        outputs,
+        prior,
+        outputs_changed: false,
+        create_before_destroy: p.create_before_destroy && action == Action::Replace,
+    }
 }
 
 /// Decide for one resource. `stable`: its desired inputs equal the recorded ones.
@@ -255,6 +266,7 @@ pub fn decide(
             outputs: Some(prior.outputs.clone()),
             prior: Some(prior),
             outputs_changed,
+            create_before_destroy: false,
         });
     }
     let p = provider_plan(reg, k, name, desired, Some(prior.clone()))?;

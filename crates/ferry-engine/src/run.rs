@@ -1,6 +1,8 @@
-//! The public entry points: plan, apply, destroy, refresh, graph, providers.
+//! The entry points that plan or change: plan, apply, destroy, refresh (see `verbs.rs` for
+//! actions, graph and providers).
 
 use crate::planner::{Decision, Kind};
+use crate::scheduler::needs_repair;
 use crate::session::{Access, Session};
 use crate::*;
 use ferry_eval::Evaluator;
@@ -12,16 +14,6 @@ pub struct Engine {
     pub(crate) cfg: EngineConfig,
     pub(crate) eval: Arc<dyn Evaluator>,
     pub(crate) sink: Arc<dyn EventSink>,
-}
-
-/// What `ferry providers` shows for one provider.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProviderDescription {
-    pub name: String,
-    pub command: String,
-    pub version: String,
-    pub kinds: Vec<ferry_protocol::KindSchema>,
 }
 
 /// Result of `ferry refresh`.
@@ -50,35 +42,49 @@ impl Engine {
 
     /// Evaluate and compare desired, recorded and actual state; changes nothing.
     pub fn plan(&self) -> Result<(Plan, Timings), EngineError> {
+        guards::check_shared_state(&self.cfg)?;
         let mut s = Session::open(self, Access::Read)?;
         let t = Instant::now();
         let planned = plan_phase(&mut s)?;
-        let plan = planned.to_plan(&s);
+        let mut plan = planned.to_plan(&s);
+        guards::mark_plan_errors(&s, &planned, &mut plan);
+        if let Err(EngineError::Refused(m)) = guards::check_destroy_all(&s, &planned, &plan) {
+            self.sink.event(EngineEvent::Warning { message: m });
+        }
         let timings = s.timings(t.elapsed().as_secs_f64(), 0.0);
         Ok((plan, timings))
     }
 
     /// Plan, ask `confirm` (skipped when the plan has no changes), then apply.
     pub fn apply(&self, confirm: &mut dyn FnMut(&Plan) -> bool) -> Result<(Plan, RunReport), EngineError> {
+        guards::check_shared_state(&self.cfg)?;
         let mut s = Session::open(self, Access::Write)?;
         let t = Instant::now();
         let planned = plan_phase(&mut s)?;
-        let plan = planned.to_plan(&s);
+        let mut plan = planned.to_plan(&s);
+        guards::mark_plan_errors(&s, &planned, &mut plan);
         let plan_seconds = t.elapsed().as_secs_f64();
+        // A resource that cannot be planned stops everything: nothing is created, updated or
+        // destroyed, and the plan lists every error.
+        if plan.has_errors() {
+            let report = RunReport { timings: s.timings(plan_seconds, 0.0), ..Default::default() };
+            return Ok((plan, report));
+        }
+        guards::check_destroy_all(&s, &planned, &plan)?;
         let has_work = plan.summary.changes() > 0
             || !planned.waiting.is_empty()
-            || plan.has_errors()
-            || planned.decided.iter().any(|(n, d)| {
-                d.is_ok() && s.records.get(n).is_some_and(|r| r.status != ferry_state::Status::Ready)
-            });
+            || planned.decided.iter().any(|(n, d)| d.is_ok() && s.records.get(n).is_some_and(needs_repair));
         if !has_work {
+            guards::record_binding(&s)?;
             let mut report = RunReport { summary: plan.summary.clone(), ..Default::default() };
             report.timings = s.timings(plan_seconds, 0.0);
             return Ok((plan, report));
         }
-        if (plan.summary.changes() > 0 || !planned.waiting.is_empty()) && !confirm(&plan) {
+        let asks = plan.summary.changes() > 0 || !planned.waiting.is_empty() || guards::has_deposed(&plan);
+        if asks && !confirm(&plan) {
             return Err(EngineError::Usage("apply cancelled; nothing was changed".into()));
         }
+        guards::record_binding(&s)?;
         let t2 = Instant::now();
         let run = s.state().map(|st| st.begin_run(&self.cfg.command)).transpose()?.unwrap_or(0);
         // Unchanged resources that never reach the executor; those it runs (waiting ones that
@@ -88,8 +94,7 @@ impl Engine {
             .decided
             .iter()
             .filter(|(n, d)| {
-                matches!(d, Ok(d) if d.action == Action::Noop)
-                    && s.records.get(*n).is_none_or(|r| r.status == ferry_state::Status::Ready)
+                matches!(d, Ok(d) if d.action == Action::Noop) && !s.records.get(*n).is_some_and(needs_repair)
             })
             .count();
         let work = planned.into_work(&s);
@@ -133,6 +138,7 @@ impl Engine {
             }
             chosen.extend(more);
         }
+        guards::check_destroy(&s, &chosen)?;
         let mut plan = Plan::default();
         let mut deletes = vec![];
         let mut failed = vec![];
@@ -236,93 +242,6 @@ impl Engine {
         }
         Ok(report)
     }
-
-    /// Run the named provider action `action` on the recorded resource `name` (e.g. a
-    /// machine's `rollback`). New outputs the action returns are recorded.
-    pub fn action(
-        &self,
-        name: &str,
-        action: &str,
-        args: ferry_protocol::Object,
-    ) -> Result<ferry_protocol::ActionResult, EngineError> {
-        let s = Session::open(self, Access::Write)?;
-        let rec = s.records.get(name).ok_or_else(|| {
-            EngineError::Deployment(format!(
-                "no resource `{name}` in state (see `ferry state list`; apply the deployment first)"
-            ))
-        })?;
-        let kind = s.kind_of_record(rec).map_err(EngineError::Provider)?;
-        if !kind.schema.actions.iter().any(|a| a.name == action) {
-            let known: Vec<&str> = kind.schema.actions.iter().map(|a| a.name.as_str()).collect();
-            return Err(EngineError::Deployment(format!(
-                "{} ({}) has no action `{action}` (actions: {})",
-                name,
-                rec.kind,
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-            )));
-        }
-        let run = s.state().map(|st| st.begin_run(&self.cfg.command)).transpose()?.unwrap_or(0);
-        let call = ferry_protocol::Call::Action(ferry_protocol::ActionParams {
-            kind: kind.short(),
-            resource: name.to_string(),
-            action: action.to_string(),
-            args,
-            inputs: rec.inputs.clone(),
-            outputs: rec.outputs.clone(),
-        });
-        let timeout = kind.timeout.max(self.cfg.call_timeout);
-        let result = s.registry.call(&kind.command, call, timeout);
-        let outcome = match result {
-            Ok(v) => serde_json::from_value::<ferry_protocol::ActionResult>(v).map_err(|e| {
-                EngineError::Provider(format!(
-                    "provider {} sent a malformed action result: {e}",
-                    kind.command.label
-                ))
-            }),
-            Err(e) => Err(EngineError::Provider(s.redactor.text(&planner::describe(&e, &kind)))),
-        };
-        if let (Ok(r), Some(st)) = (&outcome, s.state()) {
-            if let Some(outs) = &r.outputs {
-                if outs != &rec.outputs {
-                    st.record_outputs(run, name, outs)?;
-                }
-            }
-        }
-        if let Some(st) = s.state() {
-            st.end_run(run, if outcome.is_ok() { "ok" } else { "failed" })?;
-        }
-        outcome
-    }
-
-    /// Resources and their visible output -> input edges (every output a placeholder).
-    pub fn graph(&self) -> Result<graph::Graph, EngineError> {
-        let mut s = Session::open(self, Access::Read)?;
-        s.first_round(false)?;
-        let nodes =
-            s.decls.iter().map(|(n, d)| graph::Node { name: n.clone(), kind: d.kind.clone() }).collect();
-        Ok(graph::Graph { nodes, edges: s.edges.iter().cloned().collect() })
-    }
-
-    /// Built-in providers, plus external providers the deployment declares (if it exists).
-    pub fn providers(&self) -> Result<Vec<ProviderDescription>, EngineError> {
-        let mut s = Session::open(self, Access::Read)?;
-        if self.cfg.file.exists() {
-            s.first_round(false)?;
-        }
-        let mut out: Vec<ProviderDescription> = s
-            .registry
-            .started()
-            .iter()
-            .map(|c| ProviderDescription {
-                name: c.handshake.provider.clone(),
-                command: c.command.label.clone(),
-                version: c.handshake.version.clone(),
-                kinds: c.handshake.kinds.clone(),
-            })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    }
 }
 
 /// The outcome of planning: decisions for ready resources, the rest waiting.
@@ -354,6 +273,7 @@ pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
         }
         r => r?,
     }
+    guards::check_identity(s)?;
     let selected = s.selected();
     let in_scope = |n: &String| selected.as_ref().is_none_or(|sel| sel.contains(n));
     let mut decided: BTreeMap<String, Result<Decision, String>> = BTreeMap::new();
@@ -527,6 +447,7 @@ impl Planned {
                 depends_on: s.deps.get(name).map(|d| d.iter().cloned().collect()).unwrap_or_default(),
                 tags: decl.tags.clone(),
                 error: None,
+                create_before_destroy: false,
             };
             match d {
                 Ok(dec) => {
@@ -553,6 +474,7 @@ impl Planned {
                         .collect();
                     e.drift = dec.drift.iter().map(|x| s.redactor.text(x)).collect();
                     e.reason = dec.reason.clone();
+                    e.create_before_destroy = dec.create_before_destroy;
                 }
                 Err(err) => e.error = Some(err.clone()),
             }
@@ -602,6 +524,7 @@ impl Planned {
                 depends_on: s.deps.get(name).map(|d| d.iter().cloned().collect()).unwrap_or_default(),
                 tags: decl.tags.clone(),
                 error: s.kinds.get(name).and_then(|k| k.as_ref().err().cloned()),
+                create_before_destroy: false,
             });
         }
         for name in &self.orphans {
@@ -618,8 +541,8 @@ impl Planned {
         for (name, d) in self.decided {
             match d {
                 Ok(dec) => {
-                    let settled_noop = dec.action == Action::Noop
-                        && s.records.get(&name).is_none_or(|r| r.status == ferry_state::Status::Ready);
+                    let settled_noop =
+                        dec.action == Action::Noop && !s.records.get(&name).is_some_and(needs_repair);
                     if settled_noop {
                         continue;
                     }
@@ -669,6 +592,7 @@ fn delete_entry(s: &Session, rec: &ferry_state::ResourceRecord) -> PlanEntry {
         depends_on: rec.dependencies.clone(),
         tags: rec.tags.clone(),
         error: None,
+        create_before_destroy: false,
     }
 }
 
@@ -690,5 +614,6 @@ fn delete_job(
         // Only edges among the resources being deleted order the deletes.
         deps: rec.dependencies.iter().filter(|d| deleting.contains(*d)).cloned().collect(),
         tags: rec.tags.clone(),
+        protect: rec.protect,
     }
 }

@@ -4,12 +4,13 @@
 
 use crate::events::EngineEvent;
 use crate::plan::Action;
-use crate::planner::{decide, describe, Decision, Kind};
+use crate::planner::{Decision, Kind};
 use crate::session::Session;
+use crate::worker::run_job;
 use crate::*;
 use ferry_eval::{ResourceEval, RoundRequest};
-use ferry_protocol::{Call, CreateParams, DeleteParams, Object, OutputsResult, Prior, UpdateParams};
-use ferry_state::{Intent, Op, ResourceRecord, Status, Success};
+use ferry_protocol::Object;
+use ferry_state::{Intent, ResourceRecord, Status, Success};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -29,180 +30,29 @@ pub(crate) struct Job {
     pub delete: bool,
     pub deps: Vec<String>,
     pub tags: Vec<String>,
+    /// `protect = true` (declared, or recorded for deletes): never replaced.
+    pub protect: bool,
 }
 
-enum Msg {
+/// A record the executor must visit even when its resource is unchanged: an interrupted or
+/// failed operation, or an old object a replacement left to delete.
+pub(crate) fn needs_repair(r: &ResourceRecord) -> bool {
+    r.status != Status::Ready || r.deposed.is_some()
+}
+
+pub(crate) enum Msg {
     Intent(Intent, Sender<Result<i64, String>>),
     Outcome(i64, Result<Option<Object>, String>),
-    Finished { name: String, action: Action, result: Result<Option<Object>, String>, seconds: f64 },
+    /// `unplanned`: it failed before any change, while being planned (a later round's plan
+    /// error, which stops new work).
+    Finished {
+        name: String,
+        action: Action,
+        result: Result<Option<Object>, String>,
+        seconds: f64,
+        unplanned: bool,
+    },
     Eval(Result<ferry_eval::RoundResult, ferry_eval::EvalError>, f64),
-}
-
-/// The worker side of a job.
-fn run_job(
-    job: Job,
-    reg: &registry::Registry,
-    eval: &dyn ferry_eval::Evaluator,
-    sink: &dyn EventSink,
-    tx: &Sender<Msg>,
-) -> (Action, Result<Option<Object>, String>) {
-    let name = job.name.clone();
-    let k = &job.kind;
-    let intent = |op: Op, inputs: &Object| -> Result<i64, String> {
-        let (rtx, rrx) = channel();
-        let i = Intent {
-            resource: name.clone(),
-            op,
-            kind: k.kind.clone(),
-            provider: reg.record_of(&k.command),
-            inputs: inputs.clone(),
-            dependencies: job.deps.clone(),
-            tags: job.tags.clone(),
-            sensitive_outputs: k.schema.sensitive_outputs.clone(),
-        };
-        tx.send(Msg::Intent(i, rtx)).map_err(|_| "scheduler stopped".to_string())?;
-        rrx.recv().map_err(|_| "scheduler stopped".to_string())?
-    };
-    let outcome = |id: i64, r: &Result<Option<Object>, String>| {
-        let _ = tx.send(Msg::Outcome(id, r.clone()));
-    };
-    let call_outputs = |c: Call| -> Result<Option<Object>, String> {
-        let v = reg.call(&k.command, c, k.timeout).map_err(|e| describe(&e, k))?;
-        let r: OutputsResult = serde_json::from_value(v)
-            .map_err(|e| format!("provider {} sent a malformed result: {e}", k.command.label))?;
-        Ok(Some(r.outputs))
-    };
-    let delete = |inputs: &Object, outputs: &Object| -> Result<Option<Object>, String> {
-        let id = intent(Op::Delete, inputs)?;
-        let r = reg
-            .call(
-                &k.command,
-                Call::Delete(DeleteParams {
-                    kind: k.short(),
-                    resource: name.clone(),
-                    inputs: inputs.clone(),
-                    outputs: outputs.clone(),
-                }),
-                k.timeout,
-            )
-            .map(|_| None)
-            .map_err(|e| describe(&e, k));
-        outcome(id, &r);
-        r
-    };
-
-    if job.delete {
-        sink.event(EngineEvent::Started { resource: name.clone(), action: Action::Delete });
-        let rec = job.record.clone().unwrap_or_else(|| unreachable_record(&name));
-        let inputs = if rec.last_applied_at.is_some() {
-            rec.inputs.clone()
-        } else {
-            rec.pending.clone().map(|p| p.inputs).unwrap_or_default()
-        };
-        return (Action::Delete, delete(&inputs, &rec.outputs));
-    }
-    let Some(inputs) = job.inputs.clone() else {
-        return (Action::Noop, Err("internal: job without inputs".into()));
-    };
-    let decision = match job.decision.clone() {
-        Some(d) => d,
-        None => match decide(reg, k, &name, &inputs, job.record.as_ref(), job.stable, None) {
-            Ok(d) => d,
-            Err(e) => return (Action::Noop, Err(e)),
-        },
-    };
-    let action = decision.action;
-    let needs_repair = job.record.as_ref().is_some_and(|r| r.status != Status::Ready);
-    if action == Action::Noop && !needs_repair {
-        return (Action::Noop, Ok(decision.outputs));
-    }
-    sink.event(EngineEvent::Started { resource: name.clone(), action });
-    // Kinds that build their inputs themselves (on a target host, say) get the context instead.
-    let context = if k.schema.builds_inputs { job.context.clone() } else { BTreeMap::new() };
-    if !job.context.is_empty()
-        && !k.schema.builds_inputs
-        && matches!(action, Action::Create | Action::Update | Action::Replace)
-    {
-        sink.event(EngineEvent::Phase {
-            resource: name.clone(),
-            phase: "build".into(),
-            message: format!("realising {} store path(s)", job.context.len()),
-        });
-        if let Err(e) = eval.realise(&job.context) {
-            return (action, Err(format!("building inputs: {e}")));
-        }
-    }
-    let create = || -> Result<Option<Object>, String> {
-        let id = intent(Op::Create, &inputs)?;
-        let r = call_outputs(Call::Create(CreateParams {
-            kind: k.short(),
-            resource: name.clone(),
-            inputs: inputs.clone(),
-            context: context.clone(),
-        }));
-        outcome(id, &r);
-        r
-    };
-    let result = match action {
-        Action::Create => create(),
-        Action::Update => {
-            let prior =
-                decision.prior.clone().unwrap_or(Prior { inputs: Object::new(), outputs: Object::new() });
-            let id = match intent(Op::Update, &inputs) {
-                Ok(id) => id,
-                Err(e) => return (action, Err(e)),
-            };
-            let r = call_outputs(Call::Update(UpdateParams {
-                kind: k.short(),
-                resource: name.clone(),
-                inputs: inputs.clone(),
-                prior,
-                context: context.clone(),
-            }));
-            outcome(id, &r);
-            r
-        }
-        Action::Replace => {
-            let prior =
-                decision.prior.clone().unwrap_or(Prior { inputs: Object::new(), outputs: Object::new() });
-            match delete(&prior.inputs, &prior.outputs) {
-                Ok(_) => create(),
-                Err(e) => Err(e),
-            }
-        }
-        Action::Adopt | Action::Noop => {
-            let id = match intent(Op::Adopt, &inputs) {
-                Ok(id) => id,
-                Err(e) => return (action, Err(e)),
-            };
-            let r = Ok(decision.outputs.clone().or_else(|| job.record.as_ref().map(|r| r.outputs.clone())));
-            outcome(id, &r);
-            r
-        }
-        Action::Delete => {
-            delete(&inputs, &job.record.as_ref().map(|r| r.outputs.clone()).unwrap_or_default())
-        }
-    };
-    (action, result)
-}
-
-fn unreachable_record(name: &str) -> ResourceRecord {
-    ResourceRecord {
-        name: name.to_string(),
-        kind: String::new(),
-        provider: serde_json::Value::Null,
-        inputs: Object::new(),
-        outputs: Object::new(),
-        status: Status::Ready,
-        pending: None,
-        last_error: None,
-        dependencies: vec![],
-        tags: vec![],
-        sensitive_outputs: vec![],
-        created_at: String::new(),
-        updated_at: String::new(),
-        last_applied_at: None,
-    }
 }
 
 /// What the executor starts with.
@@ -301,12 +151,13 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                 scope.spawn(move || {
                     let start = Instant::now();
                     let name = job.name.clone();
-                    let (action, result) = run_job(job, &reg, &*eval, &*sink, &tx);
+                    let (action, result, unplanned) = run_job(job, &reg, &*eval, &*sink, &tx);
                     let _ = tx.send(Msg::Finished {
                         name,
                         action,
                         result,
                         seconds: start.elapsed().as_secs_f64(),
+                        unplanned,
                     });
                 });
             }
@@ -385,7 +236,7 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                         }
                     }
                 }
-                Msg::Finished { name, action, result, seconds } => {
+                Msg::Finished { name, action, result, seconds, unplanned } => {
                     in_flight.remove(&name);
                     delete_deps.remove(&name);
                     match result {
@@ -413,6 +264,9 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                                 .sink
                                 .event(EngineEvent::Failed { resource: name.clone(), error: e.clone() });
                             failed.insert(name, e);
+                            if unplanned && !stopping {
+                                stop_after_plan_error(s, &mut stopping, &mut stop_reason);
+                            }
                             if cfg.fail_fast && !stopping {
                                 stopping = true;
                                 stop_reason = "not started: another resource failed (--fail-fast)";
@@ -451,6 +305,9 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
                                     }
                                     Some(Err(e)) => {
                                         failed.insert(name, e);
+                                        if !stopping {
+                                            stop_after_plan_error(s, &mut stopping, &mut stop_reason);
+                                        }
                                     }
                                     None => {}
                                 }
@@ -510,6 +367,16 @@ pub(crate) fn execute(s: &mut Session, work: Work, run: i64) -> RunReport {
     report
 }
 
+/// A resource planned in a later round could not be planned: start nothing new (what runs
+/// finishes; the changes already made stay).
+fn stop_after_plan_error(s: &Session, stopping: &mut bool, reason: &mut &'static str) {
+    *stopping = true;
+    *reason = "not started: a resource planned in a later round could not be planned";
+    s.engine.sink.event(EngineEvent::Warning {
+        message: "a resource could not be planned: no new work is started".into(),
+    });
+}
+
 /// Take a round's results into the session (edges, evals).
 pub(crate) fn absorb(s: &mut Session, results: &BTreeMap<String, ResourceEval>) {
     for (name, r) in results {
@@ -551,5 +418,6 @@ pub(crate) fn job_for(
         delete: false,
         deps: s.deps.get(name).map(|d| d.iter().cloned().collect()).unwrap_or_default(),
         tags: s.decls.get(name).map(|d| d.tags.clone()).unwrap_or_default(),
+        protect: s.decls.get(name).is_some_and(|d| d.protect),
     }
 }

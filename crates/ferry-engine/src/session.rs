@@ -31,6 +31,8 @@ pub(crate) struct Session<'e> {
     pub settled: BTreeMap<String, Map<String, Value>>,
     pub unstable: BTreeSet<String>,
     pub rounds: u32,
+    /// The deployment file's top-level `name`, once the first round ran.
+    pub deployment_name: Option<String>,
     pub write_drvs: bool,
     pub started: Instant,
 }
@@ -64,6 +66,9 @@ impl<'e> Session<'e> {
         let mut redactor = Redactor::default();
         for r in records.values() {
             redactor.learn(&r.outputs, &r.sensitive_outputs);
+            if let Some(d) = &r.deposed {
+                redactor.learn(&d.outputs, &r.sensitive_outputs);
+            }
         }
         let registry = Arc::new(Registry::new(
             &cfg.builtin_providers,
@@ -88,6 +93,7 @@ impl<'e> Session<'e> {
             settled: BTreeMap::new(),
             unstable: BTreeSet::new(),
             rounds: 0,
+            deployment_name: None,
             write_drvs: matches!(access, Access::Write),
             started: Instant::now(),
         };
@@ -246,6 +252,7 @@ impl<'e> Session<'e> {
     pub fn first_round(&mut self, optimistic: bool) -> Result<(), EngineError> {
         let res = self.round(None, optimistic)?;
         let decls = res.declarations.unwrap_or_default();
+        self.deployment_name = res.deployment_name;
         self.validate_declarations(&decls)?;
         self.decls = decls;
         let before = self.schemas.len();
@@ -273,7 +280,7 @@ impl<'e> Session<'e> {
             }
             if let Some(a) = d.unknown_attrs.first() {
                 return Err(EngineError::Deployment(format!(
-                    "resource `{name}` ({}): unknown attribute `{a}` (allowed: type, inputs, provider, tags, timeout)",
+                    "resource `{name}` ({}): unknown attribute `{a}` (allowed: type, inputs, provider, tags, timeout, protect)",
                     d.file
                 )));
             }

@@ -288,8 +288,20 @@ let
       tags = let t = str "tags" (d.tags or [ ]); in
         if isList t then t else fail "${where}: `tags` must be a list of strings";
       timeout = str "timeout" (d.timeout or null);
-      unknownAttrs = attrNames (removeAttrs d [ "type" "inputs" "provider" "tags" "timeout" ]);
+      protect = let p = str "protect" (d.protect or false); in
+        if builtins.isBool p then p else fail "${where}: `protect` must be true or false, got ${typeOf p}";
+      unknownAttrs = attrNames (removeAttrs d [ "type" "inputs" "provider" "tags" "timeout" "protect" ]);
     };
+
+  # The top file's `name` (the deployment's name, recorded in state), or null.
+  deploymentName =
+    let
+      file = toString args.file;
+      top = callModule (mapAttrs (n: e: pending n) declMode) file (import args.file);
+      n = tryEval (top.name or null);
+    in if !n.success then fail "${file}: `name` must not depend on resource outputs"
+    else if n.value == null || isString n.value then n.value
+    else fail "${file}: `name` must be a string, got ${typeOf n.value}";
 
   pendingNames = if args.pending == null then attrNames main else filter (n: hasAttr n main) args.pending;
 in
@@ -304,6 +316,7 @@ if args.probe or null != null then
 else
 {
   declarations = if args.wantDeclarations then mapAttrs declOf declMode else null;
+  deploymentName = if args.wantDeclarations then deploymentName else null;
   names = attrNames main;
   results = listToAttrs (map (n: { name = n; value = resultFor n; }) pendingNames);
 }

@@ -76,6 +76,9 @@ pub struct Declaration {
     pub tags: Vec<String>,
     /// Per-call timeout in seconds.
     pub timeout: Option<f64>,
+    /// `protect = true`: ferry refuses to destroy or replace the resource.
+    #[serde(default)]
+    pub protect: bool,
     pub unknown_attrs: Vec<String>,
 }
 
@@ -115,6 +118,8 @@ pub struct ResourceEval {
 #[derive(Debug, Clone, Default)]
 pub struct RoundResult {
     pub declarations: Option<BTreeMap<String, Declaration>>,
+    /// The top file's `name = "…";` (with the declarations only), if it sets one.
+    pub deployment_name: Option<String>,
     pub names: Vec<String>,
     pub results: BTreeMap<String, ResourceEval>,
     /// Resources whose inputs fail in the user's code (filled by whoever probes the

@@ -252,8 +252,11 @@ fn strip_hint(stderr: &str) -> String {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct RawRound {
     declarations: Option<BTreeMap<String, Declaration>>,
+    #[serde(default)]
+    deployment_name: Option<String>,
     names: Vec<String>,
     results: BTreeMap<String, RawResult>,
 }
@@ -313,7 +316,13 @@ fn decode_round(stdout: &[u8]) -> Result<RoundResult, EvalError> {
             },
         );
     }
-    Ok(RoundResult { declarations: raw.declarations, names: raw.names, results, failures: BTreeMap::new() })
+    Ok(RoundResult {
+        declarations: raw.declarations,
+        deployment_name: raw.deployment_name,
+        names: raw.names,
+        results,
+        failures: BTreeMap::new(),
+    })
 }
 
 #[cfg(test)]

@@ -296,6 +296,11 @@ pub struct PlanResult {
     pub changes: Vec<Change>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For `replace`: the replacement may be created before the old resource is deleted
+    /// (they do not collide, e.g. a file moving to a new path). Default `false`: delete
+    /// first, then create.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_before_destroy: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

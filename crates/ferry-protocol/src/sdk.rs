@@ -93,16 +93,21 @@ pub fn default_plan(info: &ProviderInfo, p: &PlanParams) -> PlanResult {
     let kind = info.kinds.iter().find(|k| k.name == p.kind);
     let sensitive: &[String] = kind.map(|k| k.sensitive_inputs.as_slice()).unwrap_or(&[]);
     let Some(prior) = &p.prior else {
-        return PlanResult { action: PlanAction::Create, changes: vec![], reason: None };
+        return PlanResult {
+            action: PlanAction::Create,
+            changes: vec![],
+            reason: None,
+            create_before_destroy: false,
+        };
     };
     let changes = diff_inputs(&prior.inputs, &p.inputs, sensitive);
     if changes.is_empty() {
-        return PlanResult { action: PlanAction::Noop, changes, reason: None };
+        return PlanResult { action: PlanAction::Noop, changes, reason: None, create_before_destroy: false };
     }
     let can_update = kind.is_some_and(|k| k.supports(Operation::Update));
     let action = if can_update { PlanAction::Update } else { PlanAction::Replace };
     let changes = changes.into_iter().map(|c| Change { forces_replace: !can_update, ..c }).collect();
-    PlanResult { action, changes, reason: None }
+    PlanResult { action, changes, reason: None, create_before_destroy: false }
 }
 
 /// Top-level input differences; values of `sensitive` inputs are left out.

@@ -194,13 +194,19 @@ fn sample_results() -> Vec<(&'static str, Value)> {
                     },
                 ],
                 reason: Some("start changed".into()),
+                create_before_destroy: true,
             })
             .unwrap(),
         ),
         (
             "PlanResult",
-            serde_json::to_value(PlanResult { action: PlanAction::Noop, changes: vec![], reason: None })
-                .unwrap(),
+            serde_json::to_value(PlanResult {
+                action: PlanAction::Noop,
+                changes: vec![],
+                reason: None,
+                create_before_destroy: false,
+            })
+            .unwrap(),
         ),
         ("OutputsResult", serde_json::to_value(OutputsResult { outputs: obj(json!({"value": 1})) }).unwrap()),
         (

@@ -147,20 +147,40 @@ struct Finished {
 pub(crate) fn plan(p: &PlanParams) -> Result<PlanResult, ProviderError> {
     let desired = ExecSpec::parse(&p.inputs)?;
     let Some(prior) = &p.prior else {
-        return Ok(PlanResult { action: PlanAction::Create, changes: vec![], reason: None });
+        return Ok(PlanResult {
+            action: PlanAction::Create,
+            changes: vec![],
+            reason: None,
+            create_before_destroy: false,
+        });
     };
     let sensitive: Vec<String> = SENSITIVE.iter().map(|s| s.to_string()).collect();
     let mut changes = diff_inputs(&prior.inputs, &p.inputs, &sensitive);
     if changes.is_empty() {
-        return Ok(PlanResult { action: PlanAction::Noop, changes, reason: None });
+        return Ok(PlanResult {
+            action: PlanAction::Noop,
+            changes,
+            reason: None,
+            create_before_destroy: false,
+        });
     }
     let redefined = changes.iter().any(|c| DEFINITION.contains(&c.path.as_str()));
     if !redefined {
         let reason = "only the update/delete/read commands change; no command runs now";
-        return Ok(PlanResult { action: PlanAction::Update, changes, reason: Some(reason.into()) });
+        return Ok(PlanResult {
+            action: PlanAction::Update,
+            changes,
+            reason: Some(reason.into()),
+            create_before_destroy: false,
+        });
     }
     if desired.update.is_some() {
-        return Ok(PlanResult { action: PlanAction::Update, changes, reason: None });
+        return Ok(PlanResult {
+            action: PlanAction::Update,
+            changes,
+            reason: None,
+            create_before_destroy: false,
+        });
     }
     for c in &mut changes {
         c.forces_replace = DEFINITION.contains(&c.path.as_str());
@@ -169,6 +189,7 @@ pub(crate) fn plan(p: &PlanParams) -> Result<PlanResult, ProviderError> {
         action: PlanAction::Replace,
         changes,
         reason: Some("no `update` command: the resource is deleted and created again".into()),
+        create_before_destroy: false,
     })
 }
 

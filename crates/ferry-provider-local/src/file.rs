@@ -131,7 +131,12 @@ fn sha256_hex(bytes: &[u8]) -> String {
 pub(crate) fn plan(p: &PlanParams) -> Result<PlanResult, ProviderError> {
     let desired = FileSpec::parse(&p.inputs)?.normalized();
     let Some(prior) = &p.prior else {
-        return Ok(PlanResult { action: PlanAction::Create, changes: vec![], reason: None });
+        return Ok(PlanResult {
+            action: PlanAction::Create,
+            changes: vec![],
+            reason: None,
+            create_before_destroy: false,
+        });
     };
     // Recorded inputs were valid when recorded; if they no longer parse, diff them as they are.
     let before =
@@ -139,7 +144,12 @@ pub(crate) fn plan(p: &PlanParams) -> Result<PlanResult, ProviderError> {
     let sensitive: Vec<String> = SENSITIVE.iter().map(|s| s.to_string()).collect();
     let mut changes = diff_inputs(&before, &desired, &sensitive);
     if changes.is_empty() {
-        return Ok(PlanResult { action: PlanAction::Noop, changes, reason: None });
+        return Ok(PlanResult {
+            action: PlanAction::Noop,
+            changes,
+            reason: None,
+            create_before_destroy: false,
+        });
     }
     let mut action = PlanAction::Update;
     for c in &mut changes {
@@ -150,7 +160,9 @@ pub(crate) fn plan(p: &PlanParams) -> Result<PlanResult, ProviderError> {
     }
     let reason = (action == PlanAction::Replace)
         .then(|| "the file moves to a new path: write the new file, then remove the old one".into());
-    Ok(PlanResult { action, changes, reason })
+    // The new path never collides with the old one: write the new file before removing the old.
+    let create_before_destroy = action == PlanAction::Replace;
+    Ok(PlanResult { action, changes, reason, create_before_destroy })
 }
 
 pub(crate) fn create(p: &CreateParams, cx: &CallContext) -> Result<OutputsResult, ProviderError> {

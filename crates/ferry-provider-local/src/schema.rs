@@ -180,11 +180,16 @@ pub(crate) fn replace_on_change(
     sensitive: &[String],
 ) -> PlanResult {
     let Some(prior) = prior else {
-        return PlanResult { action: PlanAction::Create, changes: vec![], reason: None };
+        return PlanResult {
+            action: PlanAction::Create,
+            changes: vec![],
+            reason: None,
+            create_before_destroy: false,
+        };
     };
     let mut changes = ferry_protocol::sdk::diff_inputs(prior, desired, sensitive);
     if changes.is_empty() {
-        return PlanResult { action: PlanAction::Noop, changes, reason: None };
+        return PlanResult { action: PlanAction::Noop, changes, reason: None, create_before_destroy: false };
     }
     for c in &mut changes {
         c.forces_replace = true;
@@ -193,6 +198,7 @@ pub(crate) fn replace_on_change(
         action: PlanAction::Replace,
         changes,
         reason: Some("this kind regenerates its value on any input change".into()),
+        create_before_destroy: false,
     }
 }
 

@@ -491,7 +491,12 @@ fn outputs_from_probe(c: &Container, h: &Host, pr: &Probe) -> Object {
 pub fn plan(resource: &str, inputs: &Object, prior: Option<&Prior>) -> Result<PlanResult, ProviderError> {
     let c = Container::parse(resource, inputs)?;
     let Some(prior) = prior else {
-        return Ok(PlanResult { action: PlanAction::Create, changes: vec![], reason: None });
+        return Ok(PlanResult {
+            action: PlanAction::Create,
+            changes: vec![],
+            reason: None,
+            create_before_destroy: false,
+        });
     };
     let sensitive = vec!["credentials".to_string(), "sshKey".to_string()];
     let mut changes = diff_inputs(&prior.inputs, inputs, &sensitive);
@@ -511,7 +516,7 @@ pub fn plan(resource: &str, inputs: &Object, prior: Option<&Prior>) -> Result<Pl
             reason = Some(if moved {
                 "the container moves to another host: create it there, then remove the old one".into()
             } else {
-                "the container is renamed: create the new one, then remove the old one".into()
+                "the container is renamed: remove the old one, then create the new one".into()
             });
         }
     }
@@ -526,7 +531,11 @@ pub fn plan(resource: &str, inputs: &Object, prior: Option<&Prior>) -> Result<Pl
             forces_replace: false,
         });
     }
-    Ok(PlanResult { action, changes, reason })
+    // On another host the new container cannot collide with the old one (a renamed one on the
+    // same host could: its addresses and ports are still claimed), so it is created first.
+    let create_before_destroy =
+        action == PlanAction::Replace && old.as_ref().is_some_and(|o| o.host.label() != c.host.label());
+    Ok(PlanResult { action, changes, reason, create_before_destroy })
 }
 
 /// delete: stop the container and remove its unit, network files and profile; its root

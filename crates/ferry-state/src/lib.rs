@@ -23,6 +23,7 @@ pub mod lock;
 pub mod model;
 pub mod schema;
 
+mod deployment;
 mod error;
 mod journal;
 mod records;
@@ -34,17 +35,33 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+pub use deployment::DeploymentIdentity;
 pub use error::StateError;
 pub use lock::{LockHolder, RunLock};
-pub use model::{EventRecord, Intent, Op, PendingOp, ResourceRecord, Status, Success};
+pub use model::{Deposed, EventRecord, Intent, Op, PendingOp, ResourceRecord, Status, Success};
 pub use schema::SCHEMA_VERSION;
 pub use time::now_rfc3339;
 pub use transfer::EXPORT_VERSION;
 
 use schema::sql_err;
 
-/// The default location of the state database, relative to the deployment file's directory.
+/// The default location of the state database, relative to the deployment file's directory,
+/// for the default file `deployment.nix`; see [`default_state_path`] for others.
 pub const DEFAULT_STATE_PATH: &str = ".ferry/state.db";
+
+/// Where the state of deployment file `file` lives by default: `DIR/.ferry/state.db` for
+/// `DIR/deployment.nix`, `DIR/.ferry/STEM.state.db` for any other `DIR/STEM.nix` (or
+/// `DIR/.ferry/NAME.state.db` for a file `NAME` without `.nix`), so two deployment files in
+/// one directory never share a state.
+pub fn default_state_path(file: &Path) -> PathBuf {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if name == "deployment.nix" || name.is_empty() {
+        return dir.join(DEFAULT_STATE_PATH);
+    }
+    let stem = name.strip_suffix(".nix").filter(|s| !s.is_empty()).unwrap_or(&name);
+    dir.join(".ferry").join(format!("{stem}.state.db"))
+}
 
 /// An open state database. Owns one SQLite connection; `Send`, not `Sync`.
 #[derive(Debug)]

@@ -116,6 +116,27 @@ pub struct Intent {
     /// Output names the provider declared sensitive.
     #[serde(default)]
     pub sensitive_outputs: Vec<String>,
+    /// The resource's `protect` flag (create/update/adopt record it on success).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub protect: bool,
+    /// Create-before-destroy replacement. On a `create`: when it succeeds, the object it
+    /// replaces (the record's last inputs and outputs) is kept as [`ResourceRecord::deposed`],
+    /// still to be deleted. On a `delete`: it deletes that deposed object, not the record.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deposed: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// An object a create-before-destroy replacement superseded and has not deleted yet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deposed {
+    /// Its inputs, as last applied.
+    pub inputs: Map<String, Value>,
+    /// Its outputs.
+    pub outputs: Map<String, Value>,
 }
 
 /// The result of a successful provider call.
@@ -178,6 +199,12 @@ pub struct ResourceRecord {
     /// with no `last_applied_at` may or may not have created anything.
     #[serde(default)]
     pub last_applied_at: Option<String>,
+    /// `protect = true`: ferry refuses to destroy or replace it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub protect: bool,
+    /// The object a create-before-destroy replacement superseded, while it is not deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deposed: Option<Deposed>,
 }
 
 /// One entry of the append-only journal. Never holds input or output values.

@@ -16,7 +16,7 @@ use crate::time::now_rfc3339;
 use crate::{Intent, Op, PendingOp, ResourceRecord, StateError, StateStore, Status, Success};
 
 const COLUMNS: &str = "name, kind, provider, inputs, outputs, status, pending, pending_since, \
-     last_error, dependencies, tags, sensitive_outputs, created_at, updated_at, last_applied_at";
+     last_error, dependencies, tags, sensitive_outputs, created_at, updated_at, last_applied_at, protect, deposed";
 
 /// A row as stored, before its JSON columns are decoded.
 struct RawRow {
@@ -35,6 +35,8 @@ struct RawRow {
     created_at: String,
     updated_at: String,
     last_applied_at: Option<String>,
+    protect: bool,
+    deposed: Option<String>,
 }
 
 impl RawRow {
@@ -55,6 +57,8 @@ impl RawRow {
             created_at: r.get(12)?,
             updated_at: r.get(13)?,
             last_applied_at: r.get(14)?,
+            protect: r.get(15)?,
+            deposed: r.get(16)?,
         })
     }
 }
@@ -102,6 +106,11 @@ impl StateStore {
             created_at: raw.created_at,
             updated_at: raw.updated_at,
             last_applied_at: raw.last_applied_at,
+            protect: raw.protect,
+            deposed: match &raw.deposed {
+                Some(text) => Some(self.decode(n, "deposed", text)?),
+                None => None,
+            },
             name: raw.name,
         })
     }
@@ -143,7 +152,7 @@ impl StateStore {
         conn.execute(
             &format!(
                 "INSERT INTO resources ({COLUMNS}, pending_intent)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             ),
             params![
                 rec.name,
@@ -161,6 +170,8 @@ impl StateStore {
                 rec.created_at,
                 rec.updated_at,
                 rec.last_applied_at,
+                rec.protect,
+                rec.deposed.as_ref().map(to_json).transpose()?,
                 pending_intent,
             ],
         )
@@ -220,6 +231,8 @@ impl StateStore {
                 created_at: now.clone(),
                 updated_at: now,
                 last_applied_at: None,
+                protect: intent.protect,
+                deposed: None,
             };
             self.insert_row(&tx, &rec, Some(intent), Some(id))?;
         }
@@ -259,16 +272,33 @@ impl StateStore {
         let now = now_rfc3339();
         let err = sql_err(&self.path);
         match &intent.op {
+            Op::Delete if intent.deposed => {
+                // The superseded object of a create-before-destroy replacement is gone; the
+                // record (the new object) stays as it was.
+                tx.execute(
+                    "UPDATE resources SET deposed = NULL, status = 'ready', pending = NULL,
+                         pending_since = NULL, pending_intent = NULL, last_error = NULL,
+                         updated_at = ?1
+                     WHERE name = ?2",
+                    params![now, name],
+                )
+                .map_err(err)?;
+            }
             Op::Delete => {
                 tx.execute("DELETE FROM resources WHERE name = ?1", [name]).map_err(err)?;
             }
             Op::Create | Op::Update | Op::Adopt => {
                 let outputs = result.outputs.clone().unwrap_or_default();
+                // A create-before-destroy replacement keeps the object it replaces (the row's
+                // last inputs and outputs, read before this UPDATE overwrites them) to delete.
                 tx.execute(
                     "UPDATE resources SET kind = ?1, provider = ?2, inputs = ?3, outputs = ?4,
                          dependencies = ?5, tags = ?6, sensitive_outputs = ?7, status = 'ready',
                          pending = NULL, pending_since = NULL, pending_intent = NULL,
-                         last_error = NULL, updated_at = ?8, last_applied_at = ?8
+                         last_error = NULL, updated_at = ?8, last_applied_at = ?8, protect = ?10,
+                         deposed = CASE WHEN ?11 AND last_applied_at IS NOT NULL
+                             THEN json_object('inputs', json(inputs), 'outputs', json(outputs))
+                             ELSE deposed END
                      WHERE name = ?9",
                     params![
                         intent.kind,
@@ -279,7 +309,9 @@ impl StateStore {
                         to_json(&intent.tags)?,
                         to_json(&intent.sensitive_outputs)?,
                         now,
-                        name
+                        name,
+                        intent.protect,
+                        intent.deposed && intent.op == Op::Create,
                     ],
                 )
                 .map_err(err)?;
@@ -343,6 +375,24 @@ impl StateStore {
         }
         self.append_event(&tx, Some(run), Some(name), "read", "refresh", "outputs refreshed")?;
         tx.commit().map_err(sql_err(&self.path))
+    }
+
+    /// Records the `protect` flag of `name` (set or cleared in the deployment without any
+    /// other change); appends a `protect` event when it changes. Returns whether it is recorded.
+    pub fn set_protect(&self, name: &str, protect: bool) -> Result<bool, StateError> {
+        let tx = self.write_tx()?;
+        let n = tx
+            .execute(
+                "UPDATE resources SET protect = ?1, updated_at = ?2 WHERE name = ?3 AND protect != ?1",
+                params![protect, now_rfc3339(), name],
+            )
+            .map_err(sql_err(&self.path))?;
+        if n > 0 {
+            let message = format!("protect = {protect}");
+            self.append_event(&tx, None, Some(name), "protect", "ok", &message)?;
+        }
+        tx.commit().map_err(sql_err(&self.path))?;
+        Ok(n > 0)
     }
 
     /// `ferry state rm`: forgets `name` without touching the real resource. Returns whether

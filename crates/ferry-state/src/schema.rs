@@ -62,6 +62,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER events_no_delete BEFORE DELETE ON events
         BEGIN SELECT RAISE(ABORT, 'the event journal is append-only'); END;
     "#,
+    // v2: which deployment the state belongs to (one row; an old state has none until the
+    // first deployment writes to it), the protect flag, and the object a create-before-destroy
+    // replacement left to delete.
+    r#"
+    CREATE TABLE deployment (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        file     TEXT NOT NULL,  -- the deployment file, relative to the state's directory
+        name     TEXT,           -- the file's top-level `name`, if it sets one
+        bound_at TEXT NOT NULL
+    );
+    ALTER TABLE resources ADD COLUMN protect INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE resources ADD COLUMN deposed TEXT; -- JSON {inputs, outputs}: still to delete
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -49,6 +49,8 @@ fn validate(i: usize, rec: &ResourceRecord) -> Result<Option<Intent>, StateError
         dependencies: rec.dependencies.clone(),
         tags: rec.tags.clone(),
         sensitive_outputs: rec.sensitive_outputs.clone(),
+        protect: rec.protect,
+        deposed: false,
     }))
 }
 

@@ -107,6 +107,8 @@ fn child_process() {
                     dependencies: vec![],
                     tags: vec![],
                     sensitive_outputs: vec![],
+                    protect: false,
+                    deposed: false,
                 };
                 let id = store.record_intent(run, &intent).unwrap();
                 let outputs = json!({"i": i}).as_object().unwrap().clone();

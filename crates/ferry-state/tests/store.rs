@@ -31,6 +31,8 @@ fn intent(name: &str, op: Op, inputs: Value) -> Intent {
         dependencies: vec!["dep".into()],
         tags: vec!["web".into()],
         sensitive_outputs: vec!["token".into()],
+        protect: false,
+        deposed: false,
     }
 }
 

@@ -148,7 +148,12 @@ impl Provider for Counter {
         check_kind(&p.kind)?;
         let desired = Inputs::parse(&p.inputs)?;
         let Some(prior) = p.prior else {
-            return Ok(PlanResult { action: PlanAction::Create, changes: vec![], reason: None });
+            return Ok(PlanResult {
+                action: PlanAction::Create,
+                changes: vec![],
+                reason: None,
+                create_before_destroy: false,
+            });
         };
         let old_file = prior.inputs.get("file").and_then(Value::as_str).map(PathBuf::from);
         let moved = old_file.as_deref() != Some(desired.file.as_path());
@@ -161,7 +166,8 @@ impl Provider for Counter {
             (false, true) => (PlanAction::Replace, Some("the counter moves to another file".to_string())),
             (false, false) => (PlanAction::Update, None),
         };
-        Ok(PlanResult { action, changes, reason })
+        // Old providers delete first; this one keeps that default (the protocol allows either).
+        Ok(PlanResult { action, changes, reason, create_before_destroy: false })
     }
 
     /// Idempotent: repeating a create (after a crash, §6 of the spec) rewrites the same value.

@@ -27,7 +27,7 @@ use anyhow::Context as _;
 use ferry_engine::{Engine, EngineConfig, ProviderCommand, Selection, Timings};
 use ferry_eval::{NixCli, NixSettings};
 
-use crate::cli::{Cli, Command, Resolved, RolloutArgs, StateCommand, PROVIDER_ENTRY};
+use crate::cli::{Cli, Command, GuardArgs, Resolved, RolloutArgs, StateCommand, PROVIDER_ENTRY};
 use crate::error::{usage, Outcome};
 use crate::render::progress::{Mode, Progress};
 use crate::render::{seconds, Palette};
@@ -41,6 +41,8 @@ pub struct Context {
     pub interrupted: Arc<AtomicBool>,
     /// How changes roll out (apply's flags; defaults elsewhere).
     pub rollout: RolloutArgs,
+    /// Guard rails stepped over on purpose (`--rebind`, `--allow-destroy-all`).
+    pub guards: GuardArgs,
 }
 
 pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
@@ -52,6 +54,11 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
         rollout: match &cli.command {
             Command::Apply(a) => a.rollout.clone(),
             _ => RolloutArgs::default(),
+        },
+        guards: match &cli.command {
+            Command::Apply(a) => a.guards.clone(),
+            Command::Plan(a) => GuardArgs { rebind: a.rebind, allow_destroy_all: false },
+            _ => GuardArgs::default(),
         },
     };
     // Flag errors first, before anything looks at files.
@@ -69,6 +76,7 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
             StateCommand::List(a) => state::list(&ctx, a.json),
             StateCommand::Show { name, json } => state::show(&ctx, &name, json),
             StateCommand::Rm { name } => state::rm(&ctx, &name),
+            StateCommand::Rebind => state::rebind(&ctx),
             StateCommand::Export { output, json: _ } => state::export(&ctx, output.as_deref()),
             StateCommand::Import { source } => state::import(&ctx, &source),
             StateCommand::Log { name, limit, json } => state::log(&ctx, name.as_deref(), limit, json),
@@ -102,6 +110,7 @@ impl Context {
         let cfg = EngineConfig {
             file: o.file.clone(),
             state_path: o.state.clone(),
+            state_given: o.state_given,
             jobs: o.jobs,
             selection,
             builtin_providers: ["local", "nixos", "nspawn", "processes", "ids"]
@@ -122,6 +131,8 @@ impl Context {
             provider_options: self.provider_options(),
             batch: self.rollout.batch.map(|n| n as usize),
             fail_fast: self.rollout.fail_fast,
+            rebind: self.guards.rebind,
+            allow_destroy_all: self.guards.allow_destroy_all,
         };
         let eval = NixCli::new(NixSettings { options: o.nix_options.clone(), show_trace: o.show_trace })?;
         Ok(Engine::new(cfg, Arc::new(eval), progress.clone()))

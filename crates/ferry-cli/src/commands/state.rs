@@ -20,7 +20,7 @@ use ferry_engine::registry::Registry;
 use ferry_engine::EngineEvent;
 use ferry_protocol::sdk::Provider;
 use ferry_protocol::KindSchema;
-use ferry_state::{ResourceRecord, StateStore};
+use ferry_state::{DeploymentIdentity, ResourceRecord, StateStore};
 use serde_json::{json, Map, Value};
 
 use crate::commands::{emit, emit_json, require_state, Context};
@@ -105,6 +105,9 @@ pub fn redactor_for(records: &[ResourceRecord]) -> Redactor {
     let mut r = Redactor::default();
     for rec in records {
         r.learn(&rec.outputs, &rec.sensitive_outputs);
+        if let Some(d) = &rec.deposed {
+            r.learn(&d.outputs, &rec.sensitive_outputs);
+        }
     }
     r
 }
@@ -118,12 +121,20 @@ pub fn redacted_record(rec: &ResourceRecord, sensitive_inputs: Option<&[String]>
             None => m.keys().map(|k| (k.clone(), Value::String(SENSITIVE.into()))).collect(),
         })
     };
-    let outputs = redact_named(&rec.outputs, &rec.sensitive_outputs);
-    let outputs: Map<String, Value> = outputs.into_iter().map(|(k, v)| (k, r.value(&v))).collect();
+    let outputs = |m: &Map<String, Value>| -> Value {
+        let named = redact_named(m, &rec.sensitive_outputs);
+        Value::Object(named.into_iter().map(|(k, v)| (k, r.value(&v))).collect())
+    };
     let mut v = serde_json::to_value(rec).unwrap_or(Value::Null);
     if let Some(obj) = v.as_object_mut() {
         obj.insert("inputs".into(), inputs(&rec.inputs));
-        obj.insert("outputs".into(), Value::Object(outputs));
+        obj.insert("outputs".into(), outputs(&rec.outputs));
+        if let Some(d) = &rec.deposed {
+            obj.insert(
+                "deposed".into(),
+                json!({ "inputs": inputs(&d.inputs), "outputs": outputs(&d.outputs) }),
+            );
+        }
         if let Some(p) = &rec.pending {
             if let Some(Value::Object(po)) = obj.get_mut("pending") {
                 po.insert("inputs".into(), inputs(&p.inputs));
@@ -174,6 +185,12 @@ pub fn show_text(rec: &ResourceRecord, shown: &Value) -> String {
     }
     if let Some(p) = &rec.pending {
         field("pending:", &format!("{} since {}", p.op, p.since));
+    }
+    if rec.protect {
+        field("protect:", "true (never destroyed or replaced)");
+    }
+    if rec.deposed.is_some() {
+        field("deposed:", "an old object a replacement superseded; the next apply deletes it");
     }
     if let Some(e) = shown.get("last_error").and_then(Value::as_str) {
         field("last error:", e);
@@ -248,6 +265,24 @@ pub fn rm(ctx: &Context, name: &str) -> anyhow::Result<Outcome> {
         anyhow::bail!(not_recorded(ctx, name, &store)?);
     }
     emit(&format!("removed {} ({}) from state; the real resource was not touched\n", rec.name, rec.kind))?;
+    Ok(Outcome::Success)
+}
+
+/// `ferry state rebind`: the state now belongs to the `-f` file. Its `name` is recorded by
+/// the next apply (the file is not evaluated here).
+pub fn rebind(ctx: &Context) -> anyhow::Result<Outcome> {
+    let store = open(ctx)?;
+    let _lock = store.lock(&ctx.command_line, ctx.opts.lock_timeout)?;
+    let path = &ctx.opts.state;
+    let before = store.deployment()?;
+    let id = DeploymentIdentity::new(path, &ctx.opts.file, None);
+    store.bind_deployment(&id)?;
+    let was = match before {
+        Some(b) if b.same_deployment(&id) => String::new(),
+        Some(b) => format!(" (it belonged to {})", b.describe(path)),
+        None => String::new(),
+    };
+    emit(&format!("state {} now belongs to {}{was}\n", path.display(), ctx.opts.file.display()))?;
     Ok(Outcome::Success)
 }
 
@@ -384,6 +419,26 @@ mod tests {
     }
 
     #[test]
+    fn deposed_objects_are_redacted_too() {
+        let mut rec = record();
+        rec.protect = true;
+        rec.deposed = Some(ferry_state::Deposed {
+            inputs: json!({"comment": "old-s3cr3t"}).as_object().unwrap().clone(),
+            outputs: json!({"privateKey": "old-s3cr3t-key", "publicKey": "ssh-ed25519 AAAAold"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        });
+        let r = redactor_for(std::slice::from_ref(&rec));
+        let shown = redacted_record(&rec, Some(&["comment".to_string()]), &r);
+        assert!(!shown.to_string().contains("s3cr3t"), "{shown}");
+        assert_eq!(shown["deposed"]["outputs"]["publicKey"], "ssh-ed25519 AAAAold");
+        let text = show_text(&rec, &shown);
+        assert!(text.contains("protect:      true"), "{text}");
+        assert!(text.contains("deposed:      an old object"), "{text}");
+    }
+
+    #[test]
     fn secrets_flowing_into_inputs_are_hidden() {
         let (key, copy) = (record(), consumer());
         let r = redactor_for(&[key, copy.clone()]);
@@ -406,6 +461,7 @@ mod tests {
             command_line: "ferry state show".into(),
             interrupted: Default::default(),
             rollout: Default::default(),
+            guards: Default::default(),
         };
         let mut s = Sensitivity::new(&ctx);
         // local.file declares no sensitive input; local.exec declares env and stdin.

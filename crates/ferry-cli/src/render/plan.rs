@@ -71,7 +71,7 @@ pub fn entry_text(e: &PlanEntry, verbose: bool, p: &Palette) -> String {
     };
     out.push_str(&format!(
         "  {} {} {}\n",
-        style.apply_to(e.action.symbol()),
+        style.apply_to(e.symbol()),
         p.bold.apply_to(&e.name),
         p.dim.apply_to(format!("({})", e.kind))
     ));
@@ -132,6 +132,7 @@ mod tests {
             depends_on: vec![],
             tags: vec![],
             error: None,
+            create_before_destroy: false,
         }
     }
 
