@@ -138,6 +138,28 @@ let
   # Every output a placeholder: the visible output -> input edges.
   edgesMode = fix (name: e: placeholderOutputs name e);
 
+  # Dependencies hidden in derivations (ARCHITECTURE.md, "Evaluation"), per top-level input of
+  # the edges view: `strings`, the placeholder-holding strings of the derivations the input holds
+  # as values (walked through drvAttrs, each derivation once; skipped when .drv files are written,
+  # `drvs` then covers it), and `drvs`, the store paths its JSON references (string context), whose
+  # .drv closures the Rust side reads when they are in the store.
+  hiddenEdges = inputs:
+    let
+      marked = s: builtins.replaceStrings [ "<ferry:unknown:" ] [ "" ] s != s;
+      parts = x: # marked strings and derivations in a value, not looking inside derivations
+        if isString x then (if marked x then [ { str = x; } ] else [ ])
+        else if isList x then concatMap parts x
+        else if !isAttrs x then [ ]
+        else if (x.type or null) == "derivation" then [ { drv = x; } ]
+        else if x ? outPath then [ ]
+        else concatMap (n: parts x.${n}) (attrNames x);
+      drvsOf = concatMap (p: if p ? drv then [ { key = p.drv.drvPath or p.drv.outPath; ps = parts (p.drv.drvAttrs or { }); } ] else [ ]);
+      walk = v: if args.writeDrvs or false then [ ] else
+        concatMap (i: concatMap (p: if p ? str then [ (unsafeDiscardStringContext p.str) ] else [ ]) i.ps)
+          (builtins.genericClosure { startSet = drvsOf (parts v); operator = i: drvsOf i.ps; });
+      one = v: let r = { strings = walk v; drvs = attrNames (getContext (toJSON v)); }; in builtins.deepSeq r r;
+    in mapAttrs (n: v: let r = tryEval (one v); in if r.success then r.value else null) inputs;
+
   # No output known at all: declarations (type, provider, tags) must not depend on outputs.
   declMode = fix (name: e: pending name);
 
@@ -167,6 +189,10 @@ let
       edges =
         if !args.wantEdges || isStable name then null
         else jsonOrNull (edgesMode.${name}.decl.inputs or { });
+      hidden =
+        if !args.wantEdges || isStable name then null
+        else let r = tryEval (let v = edgesMode.${name}.decl.inputs or { }; in if isAttrs v then hiddenEdges v else null);
+          in if r.success then r.value else null;
     };
 
   declOf = name: e:

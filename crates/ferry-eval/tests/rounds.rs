@@ -236,3 +236,46 @@ fn processes_library_validates_the_model() {
     assert!(inputs["processes"]["b"]["config"].as_str().unwrap().starts_with("/nix/store/"));
     assert_eq!(inputs["processes"]["b"]["dependsOn"], json!(["a"]));
 }
+
+#[test]
+fn dependencies_hidden_in_derivations_are_found() {
+    // `v` holds the derivation as a value (found by the walk through drvAttrs, read-only);
+    // `s` only interpolates it (the value is gone: found from the .drv files once written).
+    // The unique name keeps this test's .drv files its own.
+    let tag = format!("{}-{}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos());
+    let dep = format!(
+        r#"{{ resources, ... }}: let
+      inner = derivation {{ name = "inner-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${{resources.k.sha256}} > $out" ]; }};
+      outer = derivation {{ name = "outer-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "cat ${{inner}} > $out" ]; deps = [ inner ]; }};
+    in {{
+      resources.k = {{ type = "local.file"; inputs = {{ path = "/tmp/k"; content = "k"; }}; }};
+      resources.v = {{ type = "local.file"; inputs = {{ path = "/tmp/v"; content = outer; }}; }};
+      resources.s = {{ type = "local.file"; inputs = {{ path = "/tmp/s"; content = "x${{outer}}"; }}; }};
+    }}"#
+    );
+    let (_d, mut req) = setup(&[("deployment.nix", &dep)]);
+    let k =
+        || std::collections::BTreeSet::from([Placeholder { resource: "k".into(), output: "sha256".into() }]);
+    let r = nix().round(&req).unwrap();
+    // Two derivations deep, through a derivation value in drvAttrs.
+    assert_eq!(r.results["v"].hidden.get("content"), Some(&k()));
+    assert!(find_placeholders(r.results["v"].edges.as_ref().unwrap()).is_empty(), "not visible");
+    assert!(r.results["s"].hidden.is_empty(), "read-only: the .drv files are not written");
+    assert!(r.results["k"].hidden.is_empty());
+
+    // Writing .drv files (apply): both are read from the store, without walking in Nix.
+    req.write_drvs = true;
+    let ev = nix();
+    let r = ev.round(&req).unwrap();
+    assert_eq!(r.results["v"].hidden.get("content"), Some(&k()));
+    assert_eq!(r.results["s"].hidden.get("content"), Some(&k()));
+    assert_eq!(ev.stats().evaluations, 1);
+    // A read-only round now finds `s` too: the files are in the store.
+    req.write_drvs = false;
+    let r = nix().round(&req).unwrap();
+    assert_eq!(r.results["s"].hidden.get("content"), Some(&k()));
+    // Without edges asked for (stable resources), no hidden edges either.
+    req.want_edges = false;
+    let r = nix().round(&req).unwrap();
+    assert!(r.results["v"].hidden.is_empty() && r.results["v"].edges.is_none());
+}
