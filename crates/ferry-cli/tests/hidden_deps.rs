@@ -181,3 +181,20 @@ fn a_system_whose_config_holds_a_public_key_depends_on_the_key() {
     let events = last_run(&sb);
     assert!(position(&events, "sys", "ok") < position(&events, "key", "intent"), "{events:?}");
 }
+
+/// A cycle through derivations is reported as a cycle (it used to be two resources skipped for
+/// inputs that "never became known").
+#[test]
+fn a_cycle_through_derivations_is_named() {
+    let sb = Sandbox::new(env!("CARGO_BIN_EXE_ferry"));
+    sb.deployment(
+        r#"{ resources, ... }:
+let d = n: x: derivation { name = "ferry-cycle-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${x} > $out" ]; };
+in {
+  resources.a = { type = "local.exec"; inputs = { create = [ "echo" "${d "a" resources.b.v}" ]; outputNames = [ "v" ]; }; };
+  resources.b = { type = "local.exec"; inputs = { create = [ "echo" "${d "b" resources.a.v}" ]; outputNames = [ "v" ]; }; };
+}"#,
+    );
+    sb.ferry(&["apply", "--yes"]).expect(1).no_panic().says("dependency cycle: a -> b -> a");
+    assert!(dependencies(&sb).is_empty(), "nothing applied");
+}
