@@ -25,8 +25,9 @@ impl DrvReader {
         if let Some(f) = self.memo.lock().unwrap_or_else(|e| e.into_inner()).get(drv) {
             return Ok(Some(Arc::clone(f)));
         }
-        let text = match std::fs::read_to_string(drv) {
-            Ok(t) => t,
+        // Bytes: Nix strings (and so a derivation's environment) need not be UTF-8.
+        let text = match std::fs::read(drv) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
@@ -164,7 +165,13 @@ mod tests {
     fn closures_are_read_through_inputs_and_missing_files_are_unknown() {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n).display().to_string();
-        let leaf = r#"Derive([("out","/o1","","")],[],[],"s","b",["<ferry:unknown:k:publicKey>"],[])"#;
+        // Its environment is not UTF-8 (Nix strings are bytes).
+        let leaf = [
+            &br#"Derive([("out","/o1","","")],[],[],"s","b",["<ferry:unknown:k:publicKey>"],[("x",""#[..],
+            &[0xff],
+            br#"")])"#,
+        ]
+        .concat();
         let mid = format!(
             r#"Derive([("out","/o2","","")],[("{}",["out"]),("{}",["out"])],[],"s","b",[],[])"#,
             p("leaf.drv"),
