@@ -139,10 +139,11 @@ let
   edgesMode = fix (name: e: placeholderOutputs name e);
 
   # Dependencies hidden in derivations (ARCHITECTURE.md, "Evaluation"), per top-level input of
-  # the edges view: `strings`, the placeholder-holding strings of the derivations the input holds
-  # as values (walked through drvAttrs, each derivation once; skipped when .drv files are written,
-  # `drvs` then covers it), and `drvs`, the store paths its JSON references (string context), whose
-  # .drv closures the Rust side reads when they are in the store.
+  # the edges view: `drvs`, the store paths its JSON references (string context), whose .drv
+  # closures the Rust side reads when they are in the store; and, unless .drv files are written
+  # (then `drvs` covers it), a walk through the derivations the input holds as values (drvAttrs,
+  # each derivation once): `strings`, the placeholder-holding strings of those whose .drv file is
+  # not in the store, while those in the store end the walk and join `drvs`.
   hiddenEdges = inputs:
     let
       marked = s: builtins.replaceStrings [ "<ferry:unknown:" ] [ "" ] s != s;
@@ -153,11 +154,18 @@ let
         else if (x.type or null) == "derivation" then [ { drv = x; } ]
         else if x ? outPath then [ ]
         else concatMap (n: parts x.${n}) (attrNames x);
-      drvsOf = concatMap (p: if p ? drv then [ { key = p.drv.drvPath or p.drv.outPath; ps = parts (p.drv.drvAttrs or { }); } ] else [ ]);
-      walk = v: if args.writeDrvs or false then [ ] else
-        concatMap (i: concatMap (p: if p ? str then [ (unsafeDiscardStringContext p.str) ] else [ ]) i.ps)
-          (builtins.genericClosure { startSet = drvsOf (parts v); operator = i: drvsOf i.ps; });
-      one = v: let r = { strings = walk v; drvs = attrNames (getContext (toJSON v)); }; in builtins.deepSeq r r;
+      item = d: let key = d.drvPath or d.outPath; stored = d ? drvPath && builtins.pathExists (unsafeDiscardStringContext key); in
+        { inherit key stored; ps = if stored then [ ] else parts (d.drvAttrs or { }); };
+      drvsOf = concatMap (p: if p ? drv then [ (item p.drv) ] else [ ]);
+      walk = v: if args.writeDrvs or false then [ ] else builtins.genericClosure { startSet = drvsOf (parts v); operator = i: drvsOf i.ps; };
+      one = v:
+        let
+          w = walk v;
+          r = {
+            strings = concatMap (i: concatMap (p: if p ? str then [ (unsafeDiscardStringContext p.str) ] else [ ]) i.ps) w;
+            drvs = attrNames (getContext (toJSON v)) ++ concatMap (i: if i.stored then [ (unsafeDiscardStringContext i.key) ] else [ ]) w;
+          };
+        in builtins.deepSeq r r;
     in mapAttrs (n: v: let r = tryEval (one v); in if r.success then r.value else null) inputs;
 
   # No output known at all: declarations (type, provider, tags) must not depend on outputs.

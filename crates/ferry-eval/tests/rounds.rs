@@ -270,12 +270,49 @@ fn dependencies_hidden_in_derivations_are_found() {
     assert_eq!(r.results["v"].hidden.get("content"), Some(&k()));
     assert_eq!(r.results["s"].hidden.get("content"), Some(&k()));
     assert_eq!(ev.stats().evaluations, 1);
-    // A read-only round now finds `s` too: the files are in the store.
+    // A read-only round now finds `s` too: the files are in the store (and the walk for `v`
+    // stops at the stored `outer`, whose closure is read instead).
     req.write_drvs = false;
     let r = nix().round(&req).unwrap();
     assert_eq!(r.results["s"].hidden.get("content"), Some(&k()));
+    assert_eq!(r.results["v"].hidden.get("content"), Some(&k()));
     // Without edges asked for (stable resources), no hidden edges either.
     req.want_edges = false;
     let r = nix().round(&req).unwrap();
     assert!(r.results["v"].hidden.is_empty() && r.results["v"].edges.is_none());
+}
+
+#[test]
+fn the_walk_hands_derivations_already_in_the_store_to_the_drv_reader() {
+    // `wrap` (held as a value) holds `outer` as a value; `outer` only interpolates `inner`, which
+    // is built from the placeholder. Read-only, the walk cannot see past `outer`'s strings; once
+    // `outer`'s .drv is in the store (written here by a plain nix-instantiate), the walk stops
+    // there and its closure is read from the store.
+    let tag = format!("{}-{}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos());
+    let mk = format!(
+        r#"{{ x }}: rec {{
+      d = name: a: derivation ({{ name = "${{name}}-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; }} // a);
+      inner = d "inner" {{ args = [ "-c" "echo ${{x}} > $out" ]; }};
+      outer = d "outer" {{ args = [ "-c" "cat ${{inner}} > $out" ]; }};
+      wrap = d "wrap" {{ args = [ "-c" "touch $out" ]; deps = [ outer ]; }};
+    }}"#
+    );
+    let dep = r#"{ resources, ... }: {
+      resources.k = { type = "local.file"; inputs = { path = "/tmp/k"; content = "k"; }; };
+      resources.w = { type = "local.file"; inputs = { path = "/tmp/w"; content = (import ./mk.nix { x = resources.k.sha256; }).wrap; }; };
+    }"#;
+    let (d, req) = setup(&[("deployment.nix", dep), ("mk.nix", &mk)]);
+    let r = nix().round(&req).unwrap();
+    assert!(r.results["w"].hidden.is_empty(), "{:?}", r.results["w"].hidden);
+
+    let out = std::process::Command::new("nix-instantiate")
+        .arg(d.path().join("mk.nix"))
+        .args(["--argstr", "x", "<ferry:unknown:k:sha256>", "-A", "outer"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = nix().round(&req).unwrap();
+    let want =
+        std::collections::BTreeSet::from([Placeholder { resource: "k".into(), output: "sha256".into() }]);
+    assert_eq!(r.results["w"].hidden.get("content"), Some(&want));
 }
