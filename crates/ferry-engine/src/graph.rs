@@ -26,6 +26,27 @@ pub struct Edge {
     pub input: String,
 }
 
+/// A round's edges into `to`: visible placeholders in its edges-mode inputs, and those reaching
+/// an input only through derivations. `None` when the round did not compute edges for it.
+pub(crate) fn edges_of(to: &str, r: &ferry_eval::ResourceEval) -> Option<Vec<Edge>> {
+    let visible = r.edges.as_ref()?;
+    let mut out = Vec::new();
+    for (input, v) in visible.as_object().into_iter().flatten() {
+        out.extend(ferry_eval::find_placeholders(v).into_iter().map(|p| (input, p)));
+    }
+    out.extend(r.hidden.iter().flat_map(|(input, ps)| ps.iter().map(move |p| (input, p.clone()))));
+    Some(
+        out.into_iter()
+            .map(|(input, p)| Edge {
+                from: p.resource,
+                output: p.output,
+                to: to.to_string(),
+                input: input.clone(),
+            })
+            .collect(),
+    )
+}
+
 impl Graph {
     /// Graphviz DOT text.
     pub fn to_dot(&self) -> String {

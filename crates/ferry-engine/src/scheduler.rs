@@ -380,20 +380,9 @@ fn stop_after_plan_error(s: &Session, stopping: &mut bool, reason: &mut &'static
 /// Take a round's results into the session (edges, evals).
 pub(crate) fn absorb(s: &mut Session, results: &BTreeMap<String, ResourceEval>) {
     for (name, r) in results {
-        if let Some(e) = &r.edges {
-            let mut deps = BTreeSet::new();
-            for (input, v) in e.as_object().into_iter().flatten() {
-                for p in ferry_eval::find_placeholders(v) {
-                    deps.insert(p.resource.clone());
-                    s.edges.insert(graph::Edge {
-                        from: p.resource,
-                        output: p.output,
-                        to: name.clone(),
-                        input: input.clone(),
-                    });
-                }
-            }
-            s.deps.insert(name.clone(), deps);
+        if let Some(edges) = graph::edges_of(name, r) {
+            s.deps.insert(name.clone(), edges.iter().map(|e| e.from.clone()).collect());
+            s.edges.extend(edges);
         }
         s.evals.insert(name.clone(), r.clone());
     }

@@ -160,20 +160,9 @@ impl<'e> Session<'e> {
             seconds: start.elapsed().as_secs_f64(),
         });
         for (name, r) in &res.results {
-            if let Some(e) = &r.edges {
-                let mut deps = BTreeSet::new();
-                for (input, v) in e.as_object().into_iter().flatten() {
-                    for p in ferry_eval::find_placeholders(v) {
-                        deps.insert(p.resource.clone());
-                        self.edges.insert(Edge {
-                            from: p.resource,
-                            output: p.output,
-                            to: name.clone(),
-                            input: input.clone(),
-                        });
-                    }
-                }
-                self.deps.insert(name.clone(), deps);
+            if let Some(edges) = crate::graph::edges_of(name, r) {
+                self.deps.insert(name.clone(), edges.iter().map(|e| e.from.clone()).collect());
+                self.edges.extend(edges);
             } else if !self.deps.contains_key(name) {
                 if let Some(rec) = self.records.get(name) {
                     self.deps.insert(name.clone(), rec.dependencies.iter().cloned().collect());

@@ -188,6 +188,36 @@ let
   # Every output a placeholder: the visible output -> input edges.
   edgesMode = fix (name: e: placeholderOutputs name e);
 
+  # Dependencies hidden in derivations (ARCHITECTURE.md, "Evaluation"), per top-level input of
+  # the edges view: `drvs`, the store paths its JSON references (string context), whose .drv
+  # closures the Rust side reads when they are in the store; and, unless .drv files are written
+  # (then `drvs` covers it), a walk through the derivations the input holds as values (drvAttrs,
+  # each derivation once): `strings`, the placeholder-holding strings of those whose .drv file is
+  # not in the store, while those in the store end the walk and join `drvs`.
+  hiddenEdges = inputs:
+    let
+      marked = s: builtins.replaceStrings [ "<ferry:unknown:" ] [ "" ] s != s;
+      parts = x: # marked strings and derivations in a value, not looking inside derivations
+        if isString x then (if marked x then [ { str = x; } ] else [ ])
+        else if isList x then concatMap parts x
+        else if !isAttrs x then [ ]
+        else if (x.type or null) == "derivation" then [ { drv = x; } ]
+        else if x ? outPath then [ ]
+        else concatMap (n: parts x.${n}) (attrNames x);
+      item = d: let key = d.drvPath or d.outPath; stored = d ? drvPath && builtins.pathExists (unsafeDiscardStringContext key); in
+        { inherit key stored; ps = if stored then [ ] else parts (d.drvAttrs or { }); };
+      drvsOf = concatMap (p: if p ? drv then [ (item p.drv) ] else [ ]);
+      walk = v: if args.writeDrvs or false then [ ] else builtins.genericClosure { startSet = drvsOf (parts v); operator = i: drvsOf i.ps; };
+      one = v:
+        let
+          w = walk v;
+          r = {
+            strings = concatMap (i: concatMap (p: if p ? str then [ (unsafeDiscardStringContext p.str) ] else [ ]) i.ps) w;
+            drvs = attrNames (getContext (toJSON v)) ++ concatMap (i: if i.stored then [ (unsafeDiscardStringContext i.key) ] else [ ]) w;
+          };
+        in builtins.deepSeq r r;
+    in mapAttrs (n: v: let r = tryEval (one v); in if r.success then r.value else null) inputs;
+
   # No output known at all: declarations (type, provider, tags) must not depend on outputs.
   declMode = fix (name: e: pending name);
 
@@ -253,6 +283,10 @@ let
       edges =
         if !args.wantEdges || isStable name then null
         else jsonOrNull (edgesMode.${name}.decl.inputs or { });
+      hidden =
+        if !args.wantEdges || isStable name then null
+        else let r = tryEval (let v = edgesMode.${name}.decl.inputs or { }; in if isAttrs v then hiddenEdges v else null);
+          in if r.success then r.value else null;
     };
 
   declOf = name: e:

@@ -7,6 +7,7 @@
 //! Architecture invariant: this crate knows nothing about providers, state or any target; it
 //! only evaluates and realises. It never writes `.drv` files unless asked (`write_drvs`).
 
+mod drv;
 mod nix_cli;
 mod placeholder;
 
@@ -44,8 +45,8 @@ pub struct RoundRequest {
     pub want_declarations: bool,
     pub want_previews: bool,
     pub want_edges: bool,
-    /// Write `.drv` files (needed before building what the inputs reference).
-    #[serde(skip)]
+    /// Write `.drv` files (needed before building what the inputs reference). Then the
+    /// derivations behind hidden edges are read from the store instead of walked in Nix.
     pub write_drvs: bool,
 }
 
@@ -113,6 +114,10 @@ pub struct ResourceEval {
     pub preview: Option<BTreeMap<String, Option<Value>>>,
     /// Inputs with every output a placeholder (visible edges), when asked for.
     pub edges: Option<Value>,
+    /// Per top-level input: placeholders that reach it only through derivations (hidden edges),
+    /// when edges were asked for. Exact when the `.drv` files are in the store (always in a
+    /// round that writes them); otherwise what derivation values reveal (see ARCHITECTURE.md).
+    pub hidden: BTreeMap<String, std::collections::BTreeSet<Placeholder>>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -40,6 +40,7 @@ pub struct NixCli {
     settings: NixSettings,
     stats: Mutex<EvalStats>,
     seq: AtomicU64,
+    drvs: crate::drv::DrvReader,
 }
 
 impl NixCli {
@@ -49,7 +50,13 @@ impl NixCli {
         std::fs::write(dir.path().join("lib.nix"), LIB_NIX)?;
         std::fs::write(dir.path().join("processes.nix"), PROCESSES_NIX)?;
         std::fs::write(dir.path().join("processes-image.nix"), PROCESSES_IMAGE_NIX)?;
-        Ok(NixCli { dir, settings, stats: Mutex::new(EvalStats::default()), seq: AtomicU64::new(0) })
+        Ok(NixCli {
+            dir,
+            settings,
+            stats: Mutex::new(EvalStats::default()),
+            seq: AtomicU64::new(0),
+            drvs: Default::default(),
+        })
     }
 
     fn write_args(&self, req: &impl Serialize) -> Result<std::path::PathBuf, EvalError> {
@@ -141,11 +148,11 @@ impl Evaluator for NixCli {
         let secrets_in_play =
             req.sensitive.keys().any(|n| req.known.contains_key(n) || req.recorded.contains_key(n));
         if !req.write_drvs || !secrets_in_play {
-            return decode_round(&self.instantiate(req, req)?);
+            return decode_round(&self.instantiate(req, req)?, &self.drvs);
         }
         let check = RoundRequest { write_drvs: false, ..req.clone() };
         self.instantiate(&check, &check)?;
-        decode_round(&self.instantiate(req, &Unmarked { req, mark_sensitive: false })?)
+        decode_round(&self.instantiate(req, &Unmarked { req, mark_sensitive: false })?, &self.drvs)
     }
 
     fn probe(&self, req: &RoundRequest, name: &str, input: Option<&str>) -> Result<Probe, EvalError> {
@@ -273,9 +280,43 @@ struct RawResult {
     unknown_inputs: Vec<String>,
     preview: Option<BTreeMap<String, Option<String>>>,
     edges: Option<String>,
+    #[serde(default)]
+    hidden: Option<BTreeMap<String, Option<RawHidden>>>,
 }
 
-fn decode_round(stdout: &[u8]) -> Result<RoundResult, EvalError> {
+/// One input's hidden-edge evidence (eval.nix `hiddenEdges`).
+#[derive(Deserialize)]
+struct RawHidden {
+    /// Strings holding placeholders, inside derivations the input holds as values.
+    strings: Vec<String>,
+    /// Store paths its edges-mode JSON references.
+    drvs: Vec<String>,
+}
+
+/// Per input, the placeholders found through derivations: in the walked strings, and in the
+/// closures of the referenced `.drv` files that are in the store.
+fn hidden_placeholders(
+    raw: BTreeMap<String, Option<RawHidden>>,
+    drvs: &crate::drv::DrvReader,
+) -> Result<BTreeMap<String, std::collections::BTreeSet<Placeholder>>, EvalError> {
+    let mut out = BTreeMap::new();
+    for (input, h) in raw {
+        let Some(h) = h else { continue };
+        let mut found: std::collections::BTreeSet<Placeholder> =
+            h.strings.iter().flat_map(|s| crate::placeholder::find_in_str(s)).collect();
+        for d in h.drvs.iter().filter(|d| d.ends_with(".drv")) {
+            if let Some(f) = drvs.closure(d)? {
+                found.extend(f.iter().cloned());
+            }
+        }
+        if !found.is_empty() {
+            out.insert(input, found);
+        }
+    }
+    Ok(out)
+}
+
+fn decode_round(stdout: &[u8], drvs: &crate::drv::DrvReader) -> Result<RoundResult, EvalError> {
     let bad = |e: serde_json::Error| EvalError::Protocol(format!("unexpected output from eval.nix: {e}"));
     let raw: RawRound = serde_json::from_slice(stdout).map_err(bad)?;
     let mut results = BTreeMap::new();
@@ -313,6 +354,7 @@ fn decode_round(stdout: &[u8]) -> Result<RoundResult, EvalError> {
                 unknown_inputs: r.unknown_inputs,
                 preview,
                 edges,
+                hidden: hidden_placeholders(r.hidden.unwrap_or_default(), drvs)?,
             },
         );
     }

@@ -236,3 +236,83 @@ fn processes_library_validates_the_model() {
     assert!(inputs["processes"]["b"]["config"].as_str().unwrap().starts_with("/nix/store/"));
     assert_eq!(inputs["processes"]["b"]["dependsOn"], json!(["a"]));
 }
+
+#[test]
+fn dependencies_hidden_in_derivations_are_found() {
+    // `v` holds the derivation as a value (found by the walk through drvAttrs, read-only);
+    // `s` only interpolates it (the value is gone: found from the .drv files once written).
+    // The unique name keeps this test's .drv files its own.
+    let tag = format!("{}-{}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos());
+    let dep = format!(
+        r#"{{ resources, ... }}: let
+      inner = derivation {{ name = "inner-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${{resources.k.sha256}} > $out" ]; }};
+      outer = derivation {{ name = "outer-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "cat ${{inner}} > $out" ]; deps = [ inner ]; }};
+    in {{
+      resources.k = {{ type = "local.file"; inputs = {{ path = "/tmp/k"; content = "k"; }}; }};
+      resources.v = {{ type = "local.file"; inputs = {{ path = "/tmp/v"; content = outer; }}; }};
+      resources.s = {{ type = "local.file"; inputs = {{ path = "/tmp/s"; content = "x${{outer}}"; }}; }};
+    }}"#
+    );
+    let (_d, mut req) = setup(&[("deployment.nix", &dep)]);
+    let k =
+        || std::collections::BTreeSet::from([Placeholder { resource: "k".into(), output: "sha256".into() }]);
+    let r = nix().round(&req).unwrap();
+    // Two derivations deep, through a derivation value in drvAttrs.
+    assert_eq!(r.results["v"].hidden.get("content"), Some(&k()));
+    assert!(find_placeholders(r.results["v"].edges.as_ref().unwrap()).is_empty(), "not visible");
+    assert!(r.results["s"].hidden.is_empty(), "read-only: the .drv files are not written");
+    assert!(r.results["k"].hidden.is_empty());
+
+    // Writing .drv files (apply): both are read from the store, without walking in Nix.
+    req.write_drvs = true;
+    let ev = nix();
+    let r = ev.round(&req).unwrap();
+    assert_eq!(r.results["v"].hidden.get("content"), Some(&k()));
+    assert_eq!(r.results["s"].hidden.get("content"), Some(&k()));
+    assert_eq!(ev.stats().evaluations, 1);
+    // A read-only round now finds `s` too: the files are in the store (and the walk for `v`
+    // stops at the stored `outer`, whose closure is read instead).
+    req.write_drvs = false;
+    let r = nix().round(&req).unwrap();
+    assert_eq!(r.results["s"].hidden.get("content"), Some(&k()));
+    assert_eq!(r.results["v"].hidden.get("content"), Some(&k()));
+    // Without edges asked for (stable resources), no hidden edges either.
+    req.want_edges = false;
+    let r = nix().round(&req).unwrap();
+    assert!(r.results["v"].hidden.is_empty() && r.results["v"].edges.is_none());
+}
+
+#[test]
+fn the_walk_hands_derivations_already_in_the_store_to_the_drv_reader() {
+    // `wrap` (held as a value) holds `outer` as a value; `outer` only interpolates `inner`, which
+    // is built from the placeholder. Read-only, the walk cannot see past `outer`'s strings; once
+    // `outer`'s .drv is in the store (written here by a plain nix-instantiate), the walk stops
+    // there and its closure is read from the store.
+    let tag = format!("{}-{}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos());
+    let mk = format!(
+        r#"{{ x }}: rec {{
+      d = name: a: derivation ({{ name = "${{name}}-{tag}"; system = builtins.currentSystem; builder = "/bin/sh"; }} // a);
+      inner = d "inner" {{ args = [ "-c" "echo ${{x}} > $out" ]; }};
+      outer = d "outer" {{ args = [ "-c" "cat ${{inner}} > $out" ]; }};
+      wrap = d "wrap" {{ args = [ "-c" "touch $out" ]; deps = [ outer ]; }};
+    }}"#
+    );
+    let dep = r#"{ resources, ... }: {
+      resources.k = { type = "local.file"; inputs = { path = "/tmp/k"; content = "k"; }; };
+      resources.w = { type = "local.file"; inputs = { path = "/tmp/w"; content = (import ./mk.nix { x = resources.k.sha256; }).wrap; }; };
+    }"#;
+    let (d, req) = setup(&[("deployment.nix", dep), ("mk.nix", &mk)]);
+    let r = nix().round(&req).unwrap();
+    assert!(r.results["w"].hidden.is_empty(), "{:?}", r.results["w"].hidden);
+
+    let out = std::process::Command::new("nix-instantiate")
+        .arg(d.path().join("mk.nix"))
+        .args(["--argstr", "x", "<ferry:unknown:k:sha256>", "-A", "outer"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = nix().round(&req).unwrap();
+    let want =
+        std::collections::BTreeSet::from([Placeholder { resource: "k".into(), output: "sha256".into() }]);
+    assert_eq!(r.results["w"].hidden.get("content"), Some(&want));
+}
