@@ -59,7 +59,11 @@ struct Remote {
 
 impl Remote {
     fn open(m: &Machine, host_key: Option<String>) -> Result<Remote, ProviderError> {
-        let conn = Connection::open(&target(m, host_key)).map_err(ssh_err)?;
+        Remote::connect(m, host_key).map_err(ssh_err)
+    }
+
+    fn connect(m: &Machine, host_key: Option<String>) -> Result<Remote, SshError> {
+        let conn = Connection::open(&target(m, host_key))?;
         let hash = hex::encode(&sha2::Sha256::digest(SCRIPT.as_bytes())[..6]);
         Ok(Remote { conn, sudo: m.user != "root", path: format!("/run/ferry/ferry-{hash}.sh") })
     }
@@ -534,7 +538,21 @@ pub fn read(
 ) -> Result<ReadResult, ProviderError> {
     let m = Machine::parse(inputs)?;
     let prior = outputs.map(|o| Prior { inputs: inputs.clone(), outputs: o.clone() });
-    let r = Remote::open(&m, known_host_key(&m, prior.as_ref()))?;
+    let r = match Remote::connect(&m, known_host_key(&m, prior.as_ref())) {
+        Ok(r) => r,
+        // Nothing is read from a host that is not verified. The mismatch is drift, so that a
+        // deployment that pins the new key (`hostKey`, which wins over the recorded one) plans
+        // the update that verifies it; without a new pin that update fails on the mismatch.
+        Err(e @ SshError::HostKeyMismatch { .. }) => {
+            return Ok(ReadResult {
+                exists: true,
+                outputs: outputs.cloned(),
+                inputs: None,
+                drift: vec![e.to_string()],
+            })
+        }
+        Err(e) => return Err(ssh_err(e)),
+    };
     let probe = r.probe(&m.profile, &key_paths(&m))?;
     let Some(recorded) = outputs else {
         // Adoption after an interrupted create: only a finished deploy counts.
