@@ -38,6 +38,107 @@ fn host(sb: &Sandbox, name: &str) -> TestHost {
 }
 
 /// Run a script on the host; its trimmed stdout.
+fn sh(h: &TestHost, script: &str) -> String {
+    let o = h.exec(script);
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn key_upload_never_follows_a_planted_symlink() {
+    let sb = Sandbox::new(BIN);
+    let h = host(&sb, "sym");
+    // Root-owned /run/app (only root can change it) with two traps: a symlink at the old
+    // predictable temporary name and one at the destination itself.
+    let o = h.exec(
+        "set -e; mkdir -p /run/app; echo victim-one > /etc/victim; echo victim-two > /etc/victim2; \
+         ln -s /etc/victim /run/app/tok.ferry-tmp; ln -s /etc/victim2 /run/app/tok2",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let keys = r#"keys.tok = { text = "tok-secret-91b2"; destDir = "/run/app"; user = "nobody"; group = "nogroup"; permissions = "0440"; };
+                  keys.tok2 = { text = "tok2-secret-5e7a"; destDir = "/run/app"; user = "nobody"; group = "nogroup"; };"#;
+    sb.deployment(&machine(&h, keys));
+    let r = sb.ferry(&["apply", "--yes", "-vv"]).ok();
+    assert!(
+        !r.all().contains("tok-secret-91b2") && !r.all().contains("tok2-secret-5e7a"),
+        "secret in output"
+    );
+
+    // The symlinks' targets are untouched: content, owner and mode.
+    assert_eq!(sh(&h, "cat /etc/victim"), "victim-one");
+    assert_eq!(sh(&h, "stat -c '%a %U %G' /etc/victim"), "644 root root");
+    assert_eq!(sh(&h, "cat /etc/victim2"), "victim-two");
+    assert_eq!(sh(&h, "stat -c '%a %U %G' /etc/victim2"), "644 root root");
+    // The keys are regular files with their declared owner and mode; the link at tok2 was
+    // replaced, not followed.
+    assert_eq!(sh(&h, "stat -c '%F %a %U %G' /run/app/tok"), "regular file 440 nobody nogroup");
+    assert_eq!(sh(&h, "cat /run/app/tok"), "tok-secret-91b2");
+    assert_eq!(sh(&h, "stat -c '%F %a %U %G' /run/app/tok2"), "regular file 600 nobody nogroup");
+    assert_eq!(sh(&h, "cat /run/app/tok2"), "tok2-secret-5e7a");
+    // No temporary file is left behind (the planted link is the only other entry).
+    assert_eq!(sh(&h, "ls -A /run/app | sort | tr '\\n' ' '"), "tok tok.ferry-tmp tok2");
+    sb.ferry(&["plan"]).ok().says("No changes");
+
+    // A key replaced by a symlink on the host is drift, and apply puts a regular file back.
+    h.exec("rm /run/app/tok && ln -s /etc/victim /run/app/tok");
+    sb.ferry(&["plan"]).ok().says("key tok is a symlink on the host");
+    sb.ferry(&["apply", "--yes"]).ok();
+    assert_eq!(sh(&h, "stat -c '%F' /run/app/tok"), "regular file");
+    assert_eq!(sh(&h, "cat /etc/victim"), "victim-one");
+}
+
+#[test]
+fn keys_go_only_into_directories_no_one_but_root_can_change() {
+    let sb = Sandbox::new(BIN);
+    let h = host(&sb, "dirs");
+    // /run/shared belongs to nobody (who could swap entries under it); /run/via-link is a
+    // symlink to /etc.
+    let o = h.exec("set -e; mkdir -p /run/shared/keys; chown nobody /run/shared; ln -s /etc /run/via-link");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (dir, why) in [
+        ("/run/shared/keys", "/run/shared is not owned by root"),
+        ("/run/via-link", "/run/via-link is a symlink"),
+    ] {
+        sb.deployment(&machine(
+            &h,
+            &format!(r#"keys.passwd = {{ text = "dir-secret-2c4f"; destDir = "{dir}"; user = "nobody"; group = "nogroup"; }};"#),
+        ));
+        let r = sb.ferry(&["apply", "--yes"]).expect(1);
+        assert!(r.all().contains(why) && r.all().contains("unsafeKeyDir"), "{dir}: {}", r.all());
+        assert!(!r.all().contains("dir-secret-2c4f"), "secret in output");
+    }
+    assert_eq!(sh(&h, "ls -A /run/shared/keys"), "", "nothing written under a directory nobody controls");
+    assert_eq!(sh(&h, "stat -c '%U' /etc/passwd"), "root");
+    assert!(!sh(&h, "cat /etc/passwd").contains("dir-secret"), "/etc/passwd untouched");
+    assert_eq!(sh(&h, "ls -A /etc | grep -c ferry-key || true"), "0");
+}
+
+#[test]
+fn keys_with_spaces_are_tracked_and_removed() {
+    let sb = Sandbox::new(BIN);
+    let h = host(&sb, "spaces");
+    let key =
+        r#"keys."my key" = { text = "space-secret-8d3e"; destDir = "/run/my app"; permissions = "0400"; };"#;
+    sb.deployment(&machine(&h, key));
+    sb.ferry(&["apply", "--yes"]).ok();
+    assert_eq!(sh(&h, "cat '/run/my app/my key'"), "space-secret-8d3e");
+    assert_eq!(sh(&h, "stat -c '%a %U %G' '/run/my app/my key'"), "400 root root");
+    sb.ferry(&["plan"]).ok().says("No changes");
+    sb.ferry(&["apply", "--yes"]).ok().says("No changes");
+
+    // Missing on the host: drift naming the key.
+    h.exec("rm '/run/my app/my key'");
+    sb.ferry(&["plan"]).ok().says("key my key is missing on the host (/run/my app/my key)");
+    sb.ferry(&["apply", "--yes"]).ok();
+    assert_eq!(sh(&h, "cat '/run/my app/my key'"), "space-secret-8d3e");
+
+    // Removed from the deployment: planned, and the file goes.
+    sb.deployment(&machine(&h, ""));
+    sb.ferry(&["plan"]).ok().says("keys").says("1 to update");
+    sb.ferry(&["apply", "--yes"]).ok().says("1 updated");
+    assert_eq!(sh(&h, "test -e '/run/my app/my key' && echo present || echo gone"), "gone");
+    sb.ferry(&["plan"]).ok().says("No changes");
+}
+
 #[test]
 fn a_pinned_host_key_wins_over_the_one_learned_on_first_use() {
     let sb = Sandbox::new(BIN);

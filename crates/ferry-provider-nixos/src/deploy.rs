@@ -2,30 +2,29 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_protocol::sdk::CallContext;
-use ferry_protocol::{ActionParams, ActionResult, Object, Prior, ProviderError, ReadResult};
+use ferry_protocol::{Object, Prior, ProviderError, ReadResult};
 use ferry_ssh::{command_line, quote, Connection, Identity, SshError, Target};
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use crate::schema::{BuildOn, Goal, Key, Machine, UploadAt};
-use crate::{checks, NixosProvider};
+use crate::schema::{BuildOn, Goal, Machine, UploadAt};
+use crate::{checks, keys, NixosProvider};
 
 const SCRIPT: &str = include_str!("remote.sh");
 
-fn err(msg: impl Into<String>) -> ProviderError {
+pub(crate) fn err(msg: impl Into<String>) -> ProviderError {
     ProviderError::new(msg)
 }
 
-fn ssh_err(e: SshError) -> ProviderError {
+pub(crate) fn ssh_err(e: SshError) -> ProviderError {
     crate::transfer::ssh_error(e)
 }
 
 /// The host key to verify against: pinned in the inputs, else recorded for the same host.
-fn known_host_key(m: &Machine, prior: Option<&Prior>) -> Option<String> {
+pub(crate) fn known_host_key(m: &Machine, prior: Option<&Prior>) -> Option<String> {
     if m.host_key.is_some() {
         return m.host_key.clone();
     }
@@ -51,14 +50,14 @@ fn target(m: &Machine, host_key: Option<String>) -> Target {
 }
 
 /// The helper script on the host, reached through one connection.
-struct Remote {
-    conn: Connection,
+pub(crate) struct Remote {
+    pub(crate) conn: Connection,
     sudo: bool,
     path: String,
 }
 
 impl Remote {
-    fn open(m: &Machine, host_key: Option<String>) -> Result<Remote, ProviderError> {
+    pub(crate) fn open(m: &Machine, host_key: Option<String>) -> Result<Remote, ProviderError> {
         Remote::connect(m, host_key).map_err(ssh_err)
     }
 
@@ -77,7 +76,7 @@ impl Remote {
         self.privileged(&inner)
     }
 
-    fn privileged(&self, inner: &str) -> String {
+    pub(crate) fn privileged(&self, inner: &str) -> String {
         if self.sudo {
             format!("sudo -n sh -c {}", quote(inner))
         } else {
@@ -85,7 +84,7 @@ impl Remote {
         }
     }
 
-    fn run(
+    pub(crate) fn run(
         &self,
         what: &str,
         mode: &str,
@@ -96,13 +95,19 @@ impl Remote {
         self.conn.run(what, &self.line(mode, args), stdin, timeout)
     }
 
-    /// Upload the script (when missing) and probe, in one round trip.
-    fn probe(&self, profile: &str, keys: &[String]) -> Result<Probe, ProviderError> {
+    /// Upload the script (when missing) and probe, in one round trip. `/run/ferry` must be
+    /// root's alone (not a symlink, owned by root, writable by no one else) before anything in
+    /// it is written or run; the upload goes through an exclusively created temporary file.
+    pub(crate) fn probe(&self, profile: &str, keys: &[String]) -> Result<Probe, ProviderError> {
         let p = quote(&self.path);
         let mut words: Vec<&str> = vec!["probe", profile];
         words.extend(keys.iter().map(String::as_str));
         let inner = format!(
-            "if [ ! -f {p} ]; then umask 077; mkdir -p /run/ferry && cat > {p}.tmp && mv -f {p}.tmp {p} || exit 3; \
+            "d=/run/ferry; umask 077; mkdir -p $d || exit 3; s=$(stat -c '%u %a' $d) || exit 3; \
+             if [ -L $d ] || [ \"${{s%% *}}\" != 0 ] || [ $(( 0${{s#* }} & 022 )) != 0 ]; then \
+             echo \"ferry: $d is a symlink, not owned by root or writable by others\" >&2; exit 3; fi; \
+             if [ ! -f {p} ]; then t=$(mktemp $d/.upload.XXXXXXXXXX) || exit 3; \
+             cat > \"$t\" && mv -f \"$t\" {p} || {{ rm -f \"$t\"; exit 3; }}; \
              else cat >/dev/null; fi; sh {p} {}",
             command_line(&words)
         );
@@ -115,22 +120,24 @@ impl Remote {
                 Duration::from_secs(60),
             )
             .map_err(ssh_err)?;
-        Ok(Probe::parse(&out))
+        Ok(Probe::parse(&out, keys))
     }
 }
 
 #[derive(Debug, Default)]
-struct Probe {
-    current: String,
-    profile: String,
-    link: String,
-    boot: String,
+pub(crate) struct Probe {
+    pub(crate) current: String,
+    pub(crate) profile: String,
+    pub(crate) link: String,
+    pub(crate) boot: String,
     /// key path -> "MODE USER GROUP" or "missing"
     keys: BTreeMap<String, String>,
 }
 
 impl Probe {
-    fn parse(out: &str) -> Probe {
+    /// `keys`: the key paths the probe was given; the helper names them by position, so any
+    /// character in a path (a space) is fine.
+    fn parse(out: &str, keys: &[String]) -> Probe {
         let mut p = Probe::default();
         for line in out.lines() {
             let Some((k, v)) = line.split_once('=') else { continue };
@@ -140,8 +147,9 @@ impl Probe {
                 "link" => p.link = v.into(),
                 "boot" => p.boot = v.into(),
                 "key" => {
-                    if let Some((path, st)) = v.split_once(' ') {
-                        p.keys.insert(path.into(), st.into());
+                    let Some((i, st)) = v.split_once(' ') else { continue };
+                    if let Some(path) = i.parse::<usize>().ok().and_then(|i| keys.get(i)) {
+                        p.keys.insert(path.clone(), st.into());
                     }
                 }
                 _ => {}
@@ -152,80 +160,17 @@ impl Probe {
 }
 
 /// `system-12-link` → 12.
-fn generation(link: &str) -> Option<u64> {
+pub(crate) fn generation(link: &str) -> Option<u64> {
     let l = link.rsplit('/').next()?.strip_suffix("-link")?;
     l.rsplit('-').next()?.parse().ok()
 }
 
-fn kv(out: &str, key: &str) -> String {
+pub(crate) fn kv(out: &str, key: &str) -> String {
     out.lines()
         .rev()
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
         .unwrap_or_default()
         .to_string()
-}
-
-fn key_paths(m: &Machine) -> Vec<String> {
-    m.keys.iter().map(|(n, k)| k.dest(n)).collect()
-}
-
-/// Key contents, read on the deployer. Never logged.
-fn key_content(name: &str, k: &Key) -> Result<Vec<u8>, ProviderError> {
-    if let Some(t) = &k.text {
-        return Ok(t.clone().into_bytes());
-    }
-    if let Some(f) = &k.file {
-        return std::fs::read(f).map_err(|e| err(format!("key `{name}`: cannot read {f}: {e}")));
-    }
-    let cmd = k.command.as_deref().unwrap_or_default();
-    let out = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| err(format!("key `{name}`: cannot run `{}`: {e}", cmd[0])))?;
-    if !out.status.success() {
-        return Err(err(format!("key `{name}`: `{}` failed ({})", cmd[0], out.status)));
-    }
-    Ok(out.stdout)
-}
-
-fn upload_keys(
-    r: &Remote,
-    m: &Machine,
-    which: Option<UploadAt>,
-    cx: &CallContext,
-) -> Result<(), ProviderError> {
-    for (name, k) in &m.keys {
-        if which.is_some_and(|w| w != k.upload_at) {
-            continue;
-        }
-        let content = key_content(name, k)?;
-        cx.progress("keys", format!("uploading key {name}"));
-        let dest = k.dest(name);
-        r.run("uploading a key", "key", &[&dest, &k.user, &k.group, &k.permissions], Some(&content), Duration::from_secs(60))
-            .map_err(|e| match e {
-                SshError::Failed { status, .. } => err(format!(
-                    "uploading key `{name}` to {dest} failed (exit {status:?}): check that user `{}` and group `{}` exist on the host",
-                    k.user, k.group
-                )),
-                e => ssh_err(e),
-            })?;
-    }
-    Ok(())
-}
-
-/// Keys the prior deployment had that are gone now (by destination path).
-fn removed_keys(m: &Machine, prior: Option<&Prior>) -> Vec<String> {
-    let Some(p) = prior else { return vec![] };
-    let Some(old) = p.inputs.get("keys").and_then(Value::as_object) else { return vec![] };
-    let now = key_paths(m);
-    old.iter()
-        .filter_map(|(name, v)| {
-            let dir = v.get("destDir").and_then(Value::as_str).unwrap_or("/run/keys");
-            let path = format!("{}/{}", dir.trim_end_matches('/'), name);
-            (!now.contains(&path)).then_some(path)
-        })
-        .collect()
 }
 
 fn machine_outputs(m: &Machine, r: &Remote, system: &str, link: &str, boot: &str) -> Object {
@@ -361,12 +306,8 @@ pub fn deploy(
     }
 
     // Keys: removed ones go, pre-activation ones before activation.
-    let gone = removed_keys(&m, prior);
-    if !gone.is_empty() {
-        let refs: Vec<&str> = gone.iter().map(String::as_str).collect();
-        r.run("removing keys", "rmkey", &refs, None, Duration::from_secs(60)).map_err(ssh_err)?;
-    }
-    upload_keys(&r, &m, Some(UploadAt::PreActivation), cx)?;
+    keys::remove_gone(&r, &m, prior)?;
+    keys::upload(&r, &m, Some(UploadAt::PreActivation), cx)?;
 
     let mut rollback_info: Option<(String, String, String)> = None;
     if activate {
@@ -426,7 +367,7 @@ pub fn deploy(
         }
     }
 
-    upload_keys(&r, &m, Some(UploadAt::PostActivation), cx)?;
+    keys::upload(&r, &m, Some(UploadAt::PostActivation), cx)?;
 
     if !m.health_checks.is_empty() && matches!(m.goal, Goal::Switch | Goal::Test) {
         if let Err(e) = checks::run_all(&r.conn, &m.health_checks, &|msg| cx.progress("check", msg)) {
@@ -553,7 +494,7 @@ pub fn read(
         }
         Err(e) => return Err(ssh_err(e)),
     };
-    let probe = r.probe(&m.profile, &key_paths(&m))?;
+    let probe = r.probe(&m.profile, &keys::paths(&m))?;
     let Some(recorded) = outputs else {
         // Adoption after an interrupted create: only a finished deploy counts.
         let done = match m.goal {
@@ -599,27 +540,8 @@ pub fn read(
         ));
         actual.insert("system".into(), json!(probe.current));
     }
-    let mut keys = inputs.get("keys").and_then(Value::as_object).cloned().unwrap_or_default();
-    let mut keys_drifted = false;
-    for (name, k) in &m.keys {
-        match probe.keys.get(&k.dest(name)).map(String::as_str) {
-            None | Some("missing") => {
-                drift.push(format!("key {name} is missing on the host ({})", k.dest(name)));
-                keys.remove(name);
-                keys_drifted = true;
-            }
-            Some(st) => {
-                let want = format!("{} {} {}", k.mode(), k.user, k.group);
-                if st != want {
-                    drift.push(format!("key {name} has mode/owner {st}, declared {want}"));
-                    keys.remove(name);
-                    keys_drifted = true;
-                }
-            }
-        }
-    }
-    if keys_drifted {
-        actual.insert("keys".into(), Value::Object(keys));
+    if let Some(keys) = keys::drift(&m, inputs, &probe.keys, &mut drift) {
+        actual.insert("keys".into(), keys);
     }
     // alwaysActivate (input or --always-activate): every apply activates, so plan an update.
     if drift.is_empty() && (m.always_activate || p.options().always_activate) && m.goal != Goal::DryActivate {
@@ -631,105 +553,6 @@ pub fn read(
     out.insert("bootId".into(), json!(probe.boot));
     let inputs = (!actual.is_empty()).then_some(actual);
     Ok(ReadResult { exists: true, outputs: Some(out), inputs, drift })
-}
-
-/// Named actions: generations, rollback, gc, reboot, upload-keys.
-pub fn action(_p: &NixosProvider, a: &ActionParams, cx: &CallContext) -> Result<ActionResult, ProviderError> {
-    let m = Machine::parse(&a.inputs)?;
-    let prior = Prior { inputs: a.inputs.clone(), outputs: a.outputs.clone() };
-    let r = Remote::open(&m, known_host_key(&m, Some(&prior)))?;
-    let probe = r.probe(&m.profile, &[])?;
-    let long = Duration::from_secs(m.activation_timeout);
-    match a.action.as_str() {
-        "generations" => {
-            let out =
-                r.run("listing generations", "generations", &[&m.profile], None, long).map_err(ssh_err)?;
-            Ok(ActionResult { outputs: None, message: Some(out.trim_end().to_string()) })
-        }
-        "rollback" => {
-            let to = match a.args.get("to") {
-                None | Some(Value::Null) => String::new(),
-                Some(v) => v
-                    .as_u64()
-                    .map(|g| g.to_string())
-                    .ok_or_else(|| err("rollback: `to` must be a generation number").code("invalidInput"))?,
-            };
-            cx.progress("activate", "switching generation");
-            let out = r
-                .run("rolling back", "switch-generation", &[&m.profile, &to], None, long)
-                .map_err(ssh_err)?;
-            let link = kv(&out, "link");
-            let after = r.probe(&m.profile, &[])?;
-            // Outputs keep what ferry deployed: the next plan shows the rollback as drift.
-            let from = generation(&probe.link).map_or("?".into(), |g| g.to_string());
-            let to = generation(&link).map_or("?".into(), |g| g.to_string());
-            Ok(ActionResult {
-                outputs: None,
-                message: Some(format!("{}: generation {from} → {to} ({})", m.host, after.profile)),
-            })
-        }
-        "gc" => {
-            let keep = a.args.get("keep").and_then(Value::as_u64).unwrap_or(5).max(1);
-            let out = r
-                .run("collecting garbage", "gc", &[&m.profile, &keep.to_string()], None, long)
-                .map_err(ssh_err)?;
-            Ok(ActionResult {
-                outputs: None,
-                message: Some(format!("kept the newest {keep} generation(s)\n{}", out.trim_end())),
-            })
-        }
-        "upload-keys" => {
-            upload_keys(&r, &m, None, cx)?;
-            Ok(ActionResult { outputs: None, message: Some(format!("{} key(s) uploaded", m.keys.len())) })
-        }
-        "reboot" => reboot(&r, &m, &probe, a, cx),
-        other => Err(err(format!(
-            "nixos.machine has no action `{other}` (actions: generations, rollback, gc, reboot, upload-keys)"
-        ))
-        .code("badRequest")),
-    }
-}
-
-fn reboot(
-    r: &Remote,
-    m: &Machine,
-    before: &crate::deploy::Probe,
-    a: &ActionParams,
-    cx: &CallContext,
-) -> Result<ActionResult, ProviderError> {
-    let wait = a.args.get("timeout").and_then(Value::as_u64).unwrap_or(300);
-    cx.progress("reboot", "rebooting");
-    // The system's own reboot (NixOS: /run/current-system/sw/bin/reboot), detached so the
-    // SSH session can end cleanly.
-    let cmd = "p=/run/current-system/sw/bin/reboot; [ -x $p ] || p=reboot; \
-               (sleep 1; exec $p) </dev/null >/dev/null 2>&1 &";
-    r.conn.run("reboot", &r.privileged(cmd), None, Duration::from_secs(30)).map_err(ssh_err)?;
-    r.conn.close();
-    cx.progress("reboot", "waiting for the new boot");
-    let deadline = Instant::now() + Duration::from_secs(wait);
-    std::thread::sleep(Duration::from_secs(1));
-    while Instant::now() < deadline {
-        if let Ok(fresh) = Remote::open(m, Some(r.conn.host_key().to_string())) {
-            if let Ok(p) = fresh.probe(&m.profile, &[]) {
-                if !p.boot.is_empty() && p.boot != before.boot {
-                    let mut o = a.outputs.clone();
-                    o.insert("bootId".into(), json!(p.boot));
-                    if m.goal.sets_profile() && p.current != p.profile {
-                        return Err(err(format!(
-                            "{} came back with {} running, but the profile is {}",
-                            m.host, p.current, p.profile
-                        )));
-                    }
-                    return Ok(ActionResult {
-                        outputs: Some(o),
-                        message: Some(format!("{} is back (boot id {})", m.host, p.boot)),
-                    });
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    Err(err(format!("{} did not come back with a new boot id within {wait} s", m.host)).code("timeout"))
 }
 
 #[cfg(test)]
@@ -746,11 +569,17 @@ mod tests {
 
     #[test]
     fn probe_output_is_parsed() {
-        let p = Probe::parse("current=/nix/store/a\nprofile=/nix/store/b\nlink=system-2-link\nboot=x\nkey=/run/keys/k 600 root root\nkey=/run/keys/m missing\n");
+        let keys = ["/run/keys/k".to_string(), "/run/my app/my key".to_string(), "/run/keys/l".to_string()];
+        let p = Probe::parse(
+            "current=/nix/store/a\nprofile=/nix/store/b\nlink=system-2-link\nboot=x\nkey=0 600 root root\nkey=1 missing\nkey=2 symlink\nkey=7 missing\n",
+            &keys,
+        );
         assert_eq!(p.current, "/nix/store/a");
         assert_eq!(p.profile, "/nix/store/b");
         assert_eq!(p.keys["/run/keys/k"], "600 root root");
-        assert_eq!(p.keys["/run/keys/m"], "missing");
+        assert_eq!(p.keys["/run/my app/my key"], "missing");
+        assert_eq!(p.keys["/run/keys/l"], "symlink");
+        assert_eq!(p.keys.len(), 3);
     }
 
     #[test]
