@@ -164,3 +164,57 @@ fn a_pinned_host_key_wins_over_the_one_learned_on_first_use() {
     sb.ferry(&["plan"]).ok().says("No changes");
 }
 
+/// A `local.file` deployment: one file resource per (name, path).
+fn files(entries: &[(&str, &str)]) -> String {
+    let mut s = String::from("{ ... }: {\n");
+    for (name, path) in entries {
+        s += &format!(
+            "  resources.{name} = {{ type = \"local.file\"; inputs.path = \"{path}\"; inputs.content = \"ferry-was-here\\n\"; }};\n"
+        );
+    }
+    s + "}\n"
+}
+
+#[test]
+fn local_file_refuses_the_nix_store_at_plan_time_and_never_deletes_in_it() {
+    let sb = Sandbox::new(BIN);
+    // A store path of this test's own.
+    let src = sb.write("blob", &format!("store-content {}\n", sb.path().display()));
+    let o = std::process::Command::new("nix-store").arg("--add").arg(&src).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let store_file = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let original = std::fs::read_to_string(&store_file).unwrap();
+
+    // Written as a store path, or reached through a symlink to the store: refused at plan time.
+    std::os::unix::fs::symlink("/nix/store", sb.path().join("store-link")).unwrap();
+    let via_link = sb.p("store-link/ferry-test-new-file");
+    for path in [store_file.as_str(), "/nix/store/ferry-test-new-file", via_link.as_str()] {
+        sb.deployment(&files(&[("f", path)]));
+        let r = sb.ferry(&["plan"]).expect(1);
+        assert!(
+            r.all().contains("f")
+                && r.all().contains("input `path`")
+                && r.all().contains("inside the Nix store"),
+            "{}",
+            r.all()
+        );
+        sb.ferry(&["apply", "--yes"]).expect(1);
+    }
+    assert_eq!(std::fs::read_to_string(&store_file).unwrap(), original);
+    assert!(!std::path::Path::new("/nix/store/ferry-test-new-file").exists());
+
+    // A store path recorded by an earlier ferry (planted through state export/import): removing
+    // the resource forgets it and leaves the store path alone.
+    let ok_path = sb.p("ok.txt");
+    sb.deployment(&files(&[("f", &ok_path)]));
+    sb.ferry(&["apply", "--yes"]).ok();
+    let export = sb.ferry(&["state", "export"]).ok().stdout;
+    assert!(export.contains(&ok_path), "{export}");
+    sb.write("planted.json", &export.replace(&ok_path, &store_file));
+    sb.ferry(&["state", "import", "planted.json"]).ok();
+    sb.deployment("{ ... }: { }\n");
+    let r = sb.ferry(&["apply", "--yes", "-v"]).ok();
+    assert!(r.all().contains("not removing") && r.all().contains("inside the Nix store"), "{}", r.all());
+    assert_eq!(std::fs::read_to_string(&store_file).unwrap(), original, "the store path is untouched");
+    assert!(sb.ferry(&["state", "list"]).ok().stdout.lines().all(|l| !l.starts_with("f ")));
+}
