@@ -218,3 +218,47 @@ fn local_file_refuses_the_nix_store_at_plan_time_and_never_deletes_in_it() {
     assert_eq!(std::fs::read_to_string(&store_file).unwrap(), original, "the store path is untouched");
     assert!(sb.ferry(&["state", "list"]).ok().stdout.lines().all(|l| !l.starts_with("f ")));
 }
+
+#[test]
+fn local_exec_hides_its_own_sensitive_inputs_in_what_its_commands_print() {
+    let sb = Sandbox::new(BIN);
+    sb.deployment(
+        r#"{ ... }: {
+  resources.traced = { type = "local.exec"; inputs = {
+    env.TOKEN = "exec-env-secret-31f7";
+    stdin = "exec-stdin-secret-8a2c\nsecond line of the stdin secret\n";
+    create = [ "sh" "-c" "set -x; : \"$TOKEN\"; cat >&2; echo \"$FERRY_INPUTS\" >&2; exit 1" ];
+  }; };
+  resources.chatty = { type = "local.exec"; inputs = {
+    env.TOKEN = "exec-env-secret-31f7";
+    create = [ "sh" "-c" "echo \"not json $TOKEN\"" ];
+  }; };
+}"#,
+    );
+    let secrets = ["exec-env-secret-31f7", "exec-stdin-secret-8a2c", "second line of the stdin secret"];
+    let mut seen = vec![];
+    let r = sb.ferry(&["apply", "--yes", "-vv", "--log-format", "json"]).expect(1);
+    // The failures are reported, with the secrets' places marked.
+    assert!(r.all().contains("the create command `sh` failed with exit code 1"), "{}", r.all());
+    assert!(
+        r.all().contains("printed invalid JSON") && r.all().contains("not json (sensitive)"),
+        "{}",
+        r.all()
+    );
+    seen.push(("apply --log-format json", r.all()));
+    seen.push(("apply -v", sb.ferry(&["apply", "--yes", "-v"]).expect(1).all()));
+    for args in [
+        &["state", "show", "traced"][..],
+        &["state", "show", "traced", "--json"],
+        &["state", "show", "chatty", "--json"],
+        &["state", "log", "--json"],
+        &["plan", "--json"],
+    ] {
+        seen.push((args.join(" ").leak(), sb.ferry(args).all()));
+    }
+    for (what, text) in &seen {
+        for s in secrets {
+            assert!(!text.contains(s), "{what} shows `{s}`:\n{text}");
+        }
+    }
+}
