@@ -262,3 +262,21 @@ fn local_exec_hides_its_own_sensitive_inputs_in_what_its_commands_print() {
         }
     }
 }
+
+#[test]
+fn local_file_replaced_by_a_symlink_is_drift_and_the_link_is_replaced_not_followed() {
+    let sb = Sandbox::new(BIN);
+    let path = sb.p("f.txt");
+    sb.deployment(&files(&[("f", &path)]));
+    sb.ferry(&["apply", "--yes"]).ok();
+    // Someone puts a symlink there, to a file that even has the declared content.
+    let victim = sb.write("victim.txt", "ferry-was-here\n");
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    sb.ferry(&["plan"]).ok().says("is no longer a regular file").says("1 to update");
+    sb.ferry(&["apply", "--yes"]).ok();
+    assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_file(), "a regular file again");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "ferry-was-here\n");
+    assert_eq!(sb.mode("victim.txt") & 0o777, 0o644);
+    sb.ferry(&["plan"]).ok().says("No changes");
+}

@@ -227,7 +227,8 @@ pub(crate) fn read(p: &ReadParams) -> Result<ReadResult, ProviderError> {
     let spec = FileSpec::parse(&p.inputs)?;
     let path = recorded_path(&p.inputs, p.outputs.as_ref()).unwrap_or_else(|| spec.path.clone());
     let gone = ReadResult { exists: false, outputs: None, inputs: None, drift: vec![] };
-    let meta = match fs::metadata(&path) {
+    // Not followed: a symlink put where the file was is drift, and apply replaces the link.
+    let meta = match fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(gone),
         Err(e) => return Err(io_error("inspect", &path, e)),
