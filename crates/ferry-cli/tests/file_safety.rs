@@ -113,6 +113,19 @@ fn keys_go_only_into_directories_no_one_but_root_can_change() {
 }
 
 #[test]
+fn a_profile_in_a_directory_others_can_change_is_refused() {
+    let sb = Sandbox::new(BIN);
+    let h = host(&sb, "prof");
+    let o = h.exec("set -e; mkdir -p /run/theirs; chown nobody /run/theirs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    sb.deployment(&machine(&h, r#"profile = "/run/theirs/system";"#));
+    let r = sb.ferry(&["apply", "--yes"]).expect(1);
+    assert!(r.all().contains("refusing to set profile /run/theirs/system"), "{}", r.all());
+    assert_eq!(sh(&h, "ls -A /run/theirs"), "", "no profile link was made there");
+    assert_eq!(sh(&h, "test -e /run/current-system && echo activated || echo not"), "not");
+}
+
+#[test]
 fn keys_with_spaces_are_tracked_and_removed() {
     let sb = Sandbox::new(BIN);
     let h = host(&sb, "spaces");

@@ -113,7 +113,10 @@ activate() {
     echo "prev_current=$prev_current"
     echo "prev_link=$prev_link"
     if [ "$goal" = switch ] || [ "$goal" = boot ]; then
-        mkdir -p "$(dirname "$profile")"
+        pdir=$(dirname "$profile")
+        (umask 022 && mkdir -p "$pdir") || { log "cannot create $pdir"; exit 10; }
+        # nix-env replaces links in the profile's directory: it must be root's alone too.
+        safe_dir "$pdir" || { log "refusing to set profile $profile: $pdir is not safe"; exit 10; }
         nix-env -p "$profile" --set "$system" >&2 || { log "cannot set profile $profile"; exit 10; }
         new_link=$(readlink "$profile")
     fi
