@@ -258,51 +258,7 @@ pub fn deploy(
     let mut link = probe.link.clone();
 
     if activate {
-        // Build.
-        let targets = crate::build::targets(context);
-        match m.build_on {
-            BuildOn::Local => {
-                if !Path::new(&m.system).exists() {
-                    if targets.is_empty() {
-                        return Err(err(format!(
-                            "{} does not exist in the local store and ferry has no derivation to build it",
-                            m.system
-                        )));
-                    }
-                    cx.progress("build", format!("building {}", short(&m.system)));
-                    p.builder.build(targets, vec![m.system.clone()], &opts.nix_args()).map_err(err)?;
-                }
-                let (n, bytes) = copy(p, &r, &m, std::slice::from_ref(&m.system), cx)?;
-                if n > 0 {
-                    cx.log(format!("copied {n} paths ({:.1} MiB)", bytes as f64 / 1048576.0));
-                }
-            }
-            BuildOn::Target => {
-                let drvs: Vec<String> = context.keys().filter(|k| k.ends_with(".drv")).cloned().collect();
-                if !drvs.is_empty() {
-                    copy(p, &r, &m, &drvs, cx)?;
-                }
-                cx.progress("build", format!("building {} on {}", short(&m.system), m.host));
-                let mut words = vec!["nix-store".to_string(), "--realise".into()];
-                words.extend(if drvs.is_empty() {
-                    vec![m.system.clone()]
-                } else {
-                    crate::build::targets(context)
-                });
-                words.extend(opts.nix_args());
-                if m.substitute_on_destination {
-                    words.extend(["--option".into(), "substitute".into(), "true".into()]);
-                }
-                r.conn
-                    .run(
-                        "building on the target",
-                        &r.privileged(&command_line(&words)),
-                        None,
-                        Duration::from_secs(6 * 3600),
-                    )
-                    .map_err(ssh_err)?;
-            }
-        }
+        build_and_copy(p, &r, &m, context, cx)?;
     }
 
     // Keys: removed ones go, pre-activation ones before activation.
@@ -311,60 +267,9 @@ pub fn deploy(
 
     let mut rollback_info: Option<(String, String, String)> = None;
     if activate {
-        let _slot = p.activate_slots().acquire();
-        cx.progress("activate", format!("switch-to-configuration {}", m.goal.as_str()));
-        let token = random_token();
-        let magic = m.magic_timeout();
-        let onfail = if m.rollback.on_failure { "1" } else { "0" };
-        let line =
-            r.line("activate", &[&m.system, &m.profile, m.goal.as_str(), &magic.to_string(), onfail, &token]);
-        let out = r
-            .conn
-            .output(r.conn.command(&line), "activation", None, Duration::from_secs(m.activation_timeout))
-            .map_err(ssh_err)?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let tail = ferry_ssh::tail_lines(&stderr, 15);
-        match out.status.code() {
-            Some(0) => {}
-            Some(10) => return Err(err(format!("cannot set the profile {} on {}:\n{tail}", m.profile, m.host))),
-            Some(20) => {
-                return Err(err(format!(
-                    "activation ({}) failed on {}; rolled back to the previous system. Last lines:\n{tail}",
-                    m.goal.as_str(),
-                    m.host
-                ))
-                .code("activationFailed"))
-            }
-            Some(21) => {
-                return Err(err(format!(
-                    "activation ({}) failed on {} and so did the rollback: the host needs attention. Last lines:\n{tail}",
-                    m.goal.as_str(),
-                    m.host
-                ))
-                .code("activationFailed"))
-            }
-            Some(22) => {
-                return Err(err(format!(
-                    "activation ({}) failed on {} (not rolled back: rollback.onFailure is off). Last lines:\n{tail}",
-                    m.goal.as_str(),
-                    m.host
-                ))
-                .code("activationFailed"))
-            }
-            Some(255) => return Err(ssh_err(r.conn.classify(&stderr, "activation"))),
-            other => {
-                return Err(err(format!("activation on {} ended with {other:?}:\n{tail}", m.host)));
-            }
-        }
-        if !tail.is_empty() {
-            cx.log(tail);
-        }
-        link = kv(&stdout, "new_link");
-        rollback_info = Some((kv(&stdout, "prev_current"), kv(&stdout, "prev_link"), link.clone()));
-        if magic > 0 {
-            confirm(&r, &m, &token, magic, cx)?;
-        }
+        let info = switch(p, &r, &m, cx)?;
+        link = info.2.clone();
+        rollback_info = Some(info);
     }
 
     keys::upload(&r, &m, Some(UploadAt::PostActivation), cx)?;
@@ -392,6 +297,126 @@ pub fn deploy(
 
     let system = if m.goal == Goal::DryActivate { probe.current.clone() } else { m.system.clone() };
     Ok(machine_outputs(&m, &r, &system, &link, &probe.boot))
+}
+
+/// Build the system (locally, coalesced, or on the target) and copy what the host lacks.
+fn build_and_copy(
+    p: &NixosProvider,
+    r: &Remote,
+    m: &Machine,
+    context: &BTreeMap<String, Vec<String>>,
+    cx: &CallContext,
+) -> Result<(), ProviderError> {
+    let opts = p.options();
+    let targets = crate::build::targets(context);
+    match m.build_on {
+        BuildOn::Local => {
+            if !Path::new(&m.system).exists() {
+                if targets.is_empty() {
+                    return Err(err(format!(
+                        "{} does not exist in the local store and ferry has no derivation to build it",
+                        m.system
+                    )));
+                }
+                cx.progress("build", format!("building {}", short(&m.system)));
+                p.builder.build(targets, vec![m.system.clone()], &opts.nix_args()).map_err(err)?;
+            }
+            let (n, bytes) = copy(p, r, m, std::slice::from_ref(&m.system), cx)?;
+            if n > 0 {
+                cx.log(format!("copied {n} paths ({:.1} MiB)", bytes as f64 / 1048576.0));
+            }
+        }
+        BuildOn::Target => {
+            let drvs: Vec<String> = context.keys().filter(|k| k.ends_with(".drv")).cloned().collect();
+            if !drvs.is_empty() {
+                copy(p, r, m, &drvs, cx)?;
+            }
+            cx.progress("build", format!("building {} on {}", short(&m.system), m.host));
+            let mut words = vec!["nix-store".to_string(), "--realise".into()];
+            words.extend(if drvs.is_empty() {
+                vec![m.system.clone()]
+            } else {
+                crate::build::targets(context)
+            });
+            words.extend(opts.nix_args());
+            if m.substitute_on_destination {
+                words.extend(["--option".into(), "substitute".into(), "true".into()]);
+            }
+            r.conn
+                .run(
+                    "building on the target",
+                    &r.privileged(&command_line(&words)),
+                    None,
+                    Duration::from_secs(6 * 3600),
+                )
+                .map_err(ssh_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Set the profile and switch (the helper rolls back a failed switch), then confirm over a
+/// fresh connection. Returns (previous running system, previous profile link, new link).
+fn switch(
+    p: &NixosProvider,
+    r: &Remote,
+    m: &Machine,
+    cx: &CallContext,
+) -> Result<(String, String, String), ProviderError> {
+    let _slot = p.activate_slots().acquire();
+    cx.progress("activate", format!("switch-to-configuration {}", m.goal.as_str()));
+    let token = random_token();
+    let magic = m.magic_timeout();
+    let onfail = if m.rollback.on_failure { "1" } else { "0" };
+    let line =
+        r.line("activate", &[&m.system, &m.profile, m.goal.as_str(), &magic.to_string(), onfail, &token]);
+    let out = r
+        .conn
+        .output(r.conn.command(&line), "activation", None, Duration::from_secs(m.activation_timeout))
+        .map_err(ssh_err)?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let tail = ferry_ssh::tail_lines(&stderr, 15);
+    match out.status.code() {
+        Some(0) => {}
+        Some(10) => return Err(err(format!("cannot set the profile {} on {}:\n{tail}", m.profile, m.host))),
+        Some(20) => {
+            return Err(err(format!(
+                "activation ({}) failed on {}; rolled back to the previous system. Last lines:\n{tail}",
+                m.goal.as_str(),
+                m.host
+            ))
+            .code("activationFailed"))
+        }
+        Some(21) => {
+            return Err(err(format!(
+                "activation ({}) failed on {} and so did the rollback: the host needs attention. Last lines:\n{tail}",
+                m.goal.as_str(),
+                m.host
+            ))
+            .code("activationFailed"))
+        }
+        Some(22) => {
+            return Err(err(format!(
+                "activation ({}) failed on {} (not rolled back: rollback.onFailure is off). Last lines:\n{tail}",
+                m.goal.as_str(),
+                m.host
+            ))
+            .code("activationFailed"))
+        }
+        Some(255) => return Err(ssh_err(r.conn.classify(&stderr, "activation"))),
+        other => {
+            return Err(err(format!("activation on {} ended with {other:?}:\n{tail}", m.host)));
+        }
+    }
+    if !tail.is_empty() {
+        cx.log(tail);
+    }
+    let link = kv(&stdout, "new_link");
+    if magic > 0 {
+        confirm(r, m, &token, magic, cx)?;
+    }
+    Ok((kv(&stdout, "prev_current"), kv(&stdout, "prev_link"), link))
 }
 
 fn short(path: &str) -> &str {
