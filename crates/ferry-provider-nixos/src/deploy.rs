@@ -584,6 +584,19 @@ pub fn read(
 mod tests {
     use super::*;
 
+    /// The helper runs as root on every host: it must parse, and pass shellcheck where that
+    /// is installed (`apt-get install shellcheck`).
+    #[test]
+    fn the_host_helper_is_clean_posix_sh() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/remote.sh");
+        let o = std::process::Command::new("sh").args(["-n", path]).output().expect("sh");
+        assert!(o.status.success(), "sh -n: {}", String::from_utf8_lossy(&o.stderr));
+        match std::process::Command::new("shellcheck").args(["-s", "sh", path]).output() {
+            Ok(o) => assert!(o.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&o.stdout)),
+            Err(_) => eprintln!("shellcheck is not installed: skipped"),
+        }
+    }
+
     #[test]
     fn generation_numbers_come_from_profile_links() {
         assert_eq!(generation("system-12-link"), Some(12));
