@@ -51,11 +51,13 @@ fn key_upload_never_follows_a_planted_symlink() {
     // predictable temporary name and one at the destination itself.
     let o = h.exec(
         "set -e; mkdir -p /run/app; echo victim-one > /etc/victim; echo victim-two > /etc/victim2; \
-         ln -s /etc/victim /run/app/tok.ferry-tmp; ln -s /etc/victim2 /run/app/tok2",
+         ln -s /etc/victim /run/app/tok.ferry-tmp; ln -s /etc/victim2 /run/app/tok2; \
+         mkdir -p /etc/victim-dir; ln -s /etc/victim-dir /run/app/tok3",
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let keys = r#"keys.tok = { text = "tok-secret-91b2"; destDir = "/run/app"; user = "nobody"; group = "nogroup"; permissions = "0440"; };
-                  keys.tok2 = { text = "tok2-secret-5e7a"; destDir = "/run/app"; user = "nobody"; group = "nogroup"; };"#;
+                  keys.tok2 = { text = "tok2-secret-5e7a"; destDir = "/run/app"; user = "nobody"; group = "nogroup"; };
+                  keys.tok3 = { text = "tok3-secret-0d9b"; destDir = "/run/app"; };"#;
     sb.deployment(&machine(&h, keys));
     let r = sb.ferry(&["apply", "--yes", "-vv"]).ok();
     assert!(
@@ -74,8 +76,12 @@ fn key_upload_never_follows_a_planted_symlink() {
     assert_eq!(sh(&h, "cat /run/app/tok"), "tok-secret-91b2");
     assert_eq!(sh(&h, "stat -c '%F %a %U %G' /run/app/tok2"), "regular file 600 nobody nogroup");
     assert_eq!(sh(&h, "cat /run/app/tok2"), "tok2-secret-5e7a");
+    // A link to a directory is replaced too: nothing is moved into the directory.
+    assert_eq!(sh(&h, "stat -c '%F %a %U %G' /run/app/tok3"), "regular file 600 root root");
+    assert_eq!(sh(&h, "cat /run/app/tok3"), "tok3-secret-0d9b");
+    assert_eq!(sh(&h, "ls -A /etc/victim-dir"), "");
     // No temporary file is left behind (the planted link is the only other entry).
-    assert_eq!(sh(&h, "ls -A /run/app | sort | tr '\\n' ' '"), "tok tok.ferry-tmp tok2");
+    assert_eq!(sh(&h, "ls -A /run/app | sort | tr '\\n' ' '"), "tok tok.ferry-tmp tok2 tok3");
     sb.ferry(&["plan"]).ok().says("No changes");
 
     // A key replaced by a symlink on the host is drift, and apply puts a regular file back.

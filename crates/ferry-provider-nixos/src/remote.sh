@@ -197,10 +197,11 @@ key() {
     tmp=$(mktemp "$dir/.ferry-key.XXXXXXXXXX") || exit 1
     # Owner and mode first (on the new file, which no one else can replace), then the content.
     if chown "$user:$group" "$tmp" && chmod "$perms" "$tmp" && cat > "$tmp"; then
-        # A symlink at DEST is replaced (the rename would otherwise move the file into a linked
-        # directory), never followed.
+        # A symlink at DEST is replaced, never followed: removed first (busybox's mv looks
+        # through it), and -T never takes DEST as a directory to move into, so a link that
+        # reappears in between is refused (busybox) or replaced (coreutils).
         if [ -L "$dest" ]; then rm -f "$dest" || { rm -f "$tmp"; exit 1; }; fi
-        mv -f "$tmp" "$dest" || { rm -f "$tmp"; exit 1; }
+        mv -f -T "$tmp" "$dest" || { rm -f "$tmp"; exit 1; }
     else
         rm -f "$tmp"
         exit 1
