@@ -15,6 +15,11 @@
 //! are captured, never passed through, so they cannot corrupt the protocol stream; stderr lines
 //! are forwarded as log events and the last lines are quoted when a command fails.
 //!
+//! `env` and `stdin` are sensitive: their values are hidden as `(sensitive)` in everything the
+//! commands print that ferry passes on (stderr lines as log events, the stderr tail and stdout
+//! quoted in errors), as written and JSON-escaped (as in `FERRY_INPUTS`), with long lines of a
+//! multi-line value hidden on their own. Values shorter than 4 characters are not hidden.
+//!
 //! A command counts as finished when it has exited *and* closed stdout and stderr: a command
 //! that starts a background process must redirect that process's output (e.g. `>/dev/null
 //! 2>&1`), or ferry waits for the background process too.
@@ -125,6 +130,47 @@ impl ExecSpec {
             output_names: i.opt_string_list("outputNames")?.unwrap_or_default(),
             cwd,
         })
+    }
+}
+
+/// Shown instead of a sensitive value.
+const HIDDEN: &str = "(sensitive)";
+/// Shorter values are not hidden (they would hide ordinary words), as in ferry's redactor.
+const MIN_SECRET: usize = 4;
+/// Lines of a multi-line value at least this long are hidden on their own: stderr is passed on
+/// line by line.
+const MIN_SECRET_LINE: usize = 12;
+
+/// The resource's own sensitive inputs (`env` values, `stdin`), to hide in what its commands
+/// print. Longest first, so a whole value is replaced before its lines.
+struct Secrets(Vec<String>);
+
+impl Secrets {
+    fn of(spec: &ExecSpec) -> Secrets {
+        let values: Vec<&String> = spec.env.values().chain(spec.stdin.as_ref()).collect();
+        let mut all: Vec<String> = Vec::new();
+        for v in values {
+            all.push(v.clone());
+            let escaped = Value::String(v.clone()).to_string();
+            all.push(escaped[1..escaped.len() - 1].to_string());
+            if v.contains('\n') {
+                all.extend(
+                    v.lines().map(str::trim).filter(|l| l.len() >= MIN_SECRET_LINE).map(str::to_string),
+                );
+            }
+        }
+        all.retain(|s| s.len() >= MIN_SECRET);
+        all.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        all.dedup();
+        Secrets(all)
+    }
+
+    fn hide(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.0 {
+            out = out.replace(s.as_str(), HIDDEN);
+        }
+        out
     }
 }
 
@@ -348,10 +394,12 @@ fn run(inv: &Invocation, cx: &CallContext) -> Result<Finished, ProviderError> {
         })
     });
     let mut stderr_tail = VecDeque::new();
+    let secrets = Secrets::of(inv.spec);
     if let Some(pipe) = child.stderr.take() {
         for line in BufReader::new(pipe).split(b'\n') {
             let Ok(line) = line else { break };
-            let line = truncate(String::from_utf8_lossy(&line).trim_end(), MAX_LINE_CHARS);
+            // Hidden before truncating, so a cut cannot leave a secret's head behind.
+            let line = truncate(&secrets.hide(String::from_utf8_lossy(&line).trim_end()), MAX_LINE_CHARS);
             cx.log(format!("{}: {line}", inv.phase));
             if stderr_tail.len() == STDERR_TAIL_LINES {
                 stderr_tail.pop_front();
@@ -394,7 +442,7 @@ fn parse_outputs(inv: &Invocation, stdout: &[u8]) -> Result<Object, ProviderErro
     if trimmed.is_empty() {
         return Ok(Object::new());
     }
-    let quote = || truncate(trimmed, STDOUT_QUOTE_CHARS);
+    let quote = || truncate(&Secrets::of(inv.spec).hide(trimmed), STDOUT_QUOTE_CHARS);
     match serde_json::from_str::<Value>(trimmed) {
         Ok(Value::Object(o)) => Ok(o),
         Ok(_) => Err(ProviderError::new(format!(

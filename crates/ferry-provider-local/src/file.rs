@@ -5,6 +5,10 @@
 //! readable by others. Errors never quote `content`.
 //! This module never follows the file's old path after `path` changes: a path change is a
 //! replacement (create the new file, then delete the old one).
+//!
+//! The Nix store is Nix's alone: a `path` inside it (as written, or once the symlinks of its
+//! directories are resolved) is refused at plan time, and a recorded path inside it is never
+//! removed — a store path changed behind Nix's back no longer verifies.
 
 use crate::schema::{describe, object_schema, outputs_schema, Inputs};
 use ferry_protocol::sdk::{diff_inputs, CallContext};
@@ -128,8 +132,48 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The Nix store directory (`NIX_STORE_DIR`, as Nix reads it, else `/nix/store`).
+fn store_dir() -> PathBuf {
+    std::env::var_os("NIX_STORE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/nix/store"))
+}
+
+/// Is `path` inside the Nix store, as written or once the symlinks of its existing directories
+/// are resolved? (The file itself may be a symlink into the store: writing or removing replaces
+/// the link, not its target.)
+fn in_store(path: &Path) -> bool {
+    let store = store_dir();
+    let real_store = fs::canonicalize(&store).unwrap_or_else(|_| store.clone());
+    let inside = |p: &Path| p.starts_with(&store) || p.starts_with(&real_store);
+    if inside(path) {
+        return true;
+    }
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if let Ok(real) = fs::canonicalize(d) {
+            return inside(&real);
+        }
+        dir = d.parent();
+    }
+    false
+}
+
+/// Refuse a file that would be written inside the Nix store.
+fn refuse_store(spec: &FileSpec) -> Result<(), ProviderError> {
+    if !in_store(&spec.path) {
+        return Ok(());
+    }
+    Err(ProviderError::invalid_input(format!(
+        "input `path` ({}) is inside the Nix store ({}): store paths are immutable, written only by Nix, \
+         and one changed behind Nix's back no longer verifies; write the file outside the store",
+        spec.path.display(),
+        store_dir().display()
+    )))
+}
+
 pub(crate) fn plan(p: &PlanParams) -> Result<PlanResult, ProviderError> {
-    let desired = FileSpec::parse(&p.inputs)?.normalized();
+    let spec = FileSpec::parse(&p.inputs)?;
+    refuse_store(&spec)?;
+    let desired = spec.normalized();
     let Some(prior) = &p.prior else {
         return Ok(PlanResult {
             action: PlanAction::Create,
@@ -167,11 +211,13 @@ pub(crate) fn plan(p: &PlanParams) -> Result<PlanResult, ProviderError> {
 
 pub(crate) fn create(p: &CreateParams, cx: &CallContext) -> Result<OutputsResult, ProviderError> {
     let spec = FileSpec::parse(&p.inputs)?;
+    refuse_store(&spec)?;
     write(&spec, cx)
 }
 
 pub(crate) fn update(p: &UpdateParams, cx: &CallContext) -> Result<OutputsResult, ProviderError> {
     let spec = FileSpec::parse(&p.inputs)?;
+    refuse_store(&spec)?;
     let result = write(&spec, cx)?;
     // Plan says replace for a path change, but stay correct if asked to update across paths.
     if let Some(old) = recorded_path(&p.prior.inputs, Some(&p.prior.outputs)) {
@@ -193,7 +239,8 @@ pub(crate) fn read(p: &ReadParams) -> Result<ReadResult, ProviderError> {
     let spec = FileSpec::parse(&p.inputs)?;
     let path = recorded_path(&p.inputs, p.outputs.as_ref()).unwrap_or_else(|| spec.path.clone());
     let gone = ReadResult { exists: false, outputs: None, inputs: None, drift: vec![] };
-    let meta = match fs::metadata(&path) {
+    // Not followed: a symlink put where the file was is drift, and apply replaces the link.
+    let meta = match fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(gone),
         Err(e) => return Err(io_error("inspect", &path, e)),
@@ -265,6 +312,14 @@ fn write(spec: &FileSpec, cx: &CallContext) -> Result<OutputsResult, ProviderErr
 }
 
 fn remove(path: &Path, cx: &CallContext) -> Result<(), ProviderError> {
+    if in_store(path) {
+        // Recorded by a ferry that did not refuse store paths: leave the store to Nix.
+        cx.log(format!(
+            "not removing {}: it is inside the Nix store, which only Nix may change",
+            path.display()
+        ));
+        return Ok(());
+    }
     cx.progress("delete", format!("removing {}", path.display()));
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -314,6 +369,22 @@ fn write_atomic(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_paths_are_recognised_as_written_and_through_symlinks() {
+        assert!(in_store(Path::new("/nix/store/abc-x/f")));
+        assert!(in_store(Path::new("/nix/store/f")));
+        assert!(!in_store(Path::new("/nix/store2/f")));
+        assert!(!in_store(Path::new("/tmp/nix/store/f")));
+        let d = std::env::temp_dir().join(format!("ferry-store-link-{}", std::process::id()));
+        let _ = fs::remove_file(&d);
+        std::os::unix::fs::symlink(store_dir(), &d).ok();
+        if d.exists() {
+            assert!(in_store(&d.join("missing-dir/f")));
+            assert!(!in_store(&d), "the link itself is replaced, not followed");
+        }
+        let _ = fs::remove_file(&d);
+    }
 
     #[test]
     fn modes_parse_strictly() {

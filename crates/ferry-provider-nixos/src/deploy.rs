@@ -2,30 +2,29 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_protocol::sdk::CallContext;
-use ferry_protocol::{ActionParams, ActionResult, Object, Prior, ProviderError, ReadResult};
+use ferry_protocol::{Object, Prior, ProviderError, ReadResult};
 use ferry_ssh::{command_line, quote, Connection, Identity, SshError, Target};
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use crate::schema::{BuildOn, Goal, Key, Machine, UploadAt};
-use crate::{checks, NixosProvider};
+use crate::schema::{BuildOn, Goal, Machine, UploadAt};
+use crate::{checks, keys, NixosProvider};
 
 const SCRIPT: &str = include_str!("remote.sh");
 
-fn err(msg: impl Into<String>) -> ProviderError {
+pub(crate) fn err(msg: impl Into<String>) -> ProviderError {
     ProviderError::new(msg)
 }
 
-fn ssh_err(e: SshError) -> ProviderError {
+pub(crate) fn ssh_err(e: SshError) -> ProviderError {
     crate::transfer::ssh_error(e)
 }
 
 /// The host key to verify against: pinned in the inputs, else recorded for the same host.
-fn known_host_key(m: &Machine, prior: Option<&Prior>) -> Option<String> {
+pub(crate) fn known_host_key(m: &Machine, prior: Option<&Prior>) -> Option<String> {
     if m.host_key.is_some() {
         return m.host_key.clone();
     }
@@ -51,15 +50,19 @@ fn target(m: &Machine, host_key: Option<String>) -> Target {
 }
 
 /// The helper script on the host, reached through one connection.
-struct Remote {
-    conn: Connection,
+pub(crate) struct Remote {
+    pub(crate) conn: Connection,
     sudo: bool,
     path: String,
 }
 
 impl Remote {
-    fn open(m: &Machine, host_key: Option<String>) -> Result<Remote, ProviderError> {
-        let conn = Connection::open(&target(m, host_key)).map_err(ssh_err)?;
+    pub(crate) fn open(m: &Machine, host_key: Option<String>) -> Result<Remote, ProviderError> {
+        Remote::connect(m, host_key).map_err(ssh_err)
+    }
+
+    fn connect(m: &Machine, host_key: Option<String>) -> Result<Remote, SshError> {
+        let conn = Connection::open(&target(m, host_key))?;
         let hash = hex::encode(&sha2::Sha256::digest(SCRIPT.as_bytes())[..6]);
         Ok(Remote { conn, sudo: m.user != "root", path: format!("/run/ferry/ferry-{hash}.sh") })
     }
@@ -73,7 +76,7 @@ impl Remote {
         self.privileged(&inner)
     }
 
-    fn privileged(&self, inner: &str) -> String {
+    pub(crate) fn privileged(&self, inner: &str) -> String {
         if self.sudo {
             format!("sudo -n sh -c {}", quote(inner))
         } else {
@@ -81,7 +84,7 @@ impl Remote {
         }
     }
 
-    fn run(
+    pub(crate) fn run(
         &self,
         what: &str,
         mode: &str,
@@ -92,13 +95,19 @@ impl Remote {
         self.conn.run(what, &self.line(mode, args), stdin, timeout)
     }
 
-    /// Upload the script (when missing) and probe, in one round trip.
-    fn probe(&self, profile: &str, keys: &[String]) -> Result<Probe, ProviderError> {
+    /// Upload the script (when missing) and probe, in one round trip. `/run/ferry` must be
+    /// root's alone (not a symlink, owned by root, writable by no one else) before anything in
+    /// it is written or run; the upload goes through an exclusively created temporary file.
+    pub(crate) fn probe(&self, profile: &str, keys: &[String]) -> Result<Probe, ProviderError> {
         let p = quote(&self.path);
         let mut words: Vec<&str> = vec!["probe", profile];
         words.extend(keys.iter().map(String::as_str));
         let inner = format!(
-            "if [ ! -f {p} ]; then umask 077; mkdir -p /run/ferry && cat > {p}.tmp && mv -f {p}.tmp {p} || exit 3; \
+            "d=/run/ferry; umask 077; mkdir -p $d || exit 3; s=$(stat -c '%u %a' $d) || exit 3; \
+             if [ -L $d ] || [ \"${{s%% *}}\" != 0 ] || [ $(( 0${{s#* }} & 022 )) != 0 ]; then \
+             echo \"ferry: $d is a symlink, not owned by root or writable by others\" >&2; exit 3; fi; \
+             if [ ! -f {p} ]; then t=$(mktemp $d/.upload.XXXXXXXXXX) || exit 3; \
+             cat > \"$t\" && mv -f \"$t\" {p} || {{ rm -f \"$t\"; exit 3; }}; \
              else cat >/dev/null; fi; sh {p} {}",
             command_line(&words)
         );
@@ -111,22 +120,24 @@ impl Remote {
                 Duration::from_secs(60),
             )
             .map_err(ssh_err)?;
-        Ok(Probe::parse(&out))
+        Ok(Probe::parse(&out, keys))
     }
 }
 
 #[derive(Debug, Default)]
-struct Probe {
-    current: String,
-    profile: String,
-    link: String,
-    boot: String,
+pub(crate) struct Probe {
+    pub(crate) current: String,
+    pub(crate) profile: String,
+    pub(crate) link: String,
+    pub(crate) boot: String,
     /// key path -> "MODE USER GROUP" or "missing"
     keys: BTreeMap<String, String>,
 }
 
 impl Probe {
-    fn parse(out: &str) -> Probe {
+    /// `keys`: the key paths the probe was given; the helper names them by position, so any
+    /// character in a path (a space) is fine.
+    fn parse(out: &str, keys: &[String]) -> Probe {
         let mut p = Probe::default();
         for line in out.lines() {
             let Some((k, v)) = line.split_once('=') else { continue };
@@ -136,8 +147,9 @@ impl Probe {
                 "link" => p.link = v.into(),
                 "boot" => p.boot = v.into(),
                 "key" => {
-                    if let Some((path, st)) = v.split_once(' ') {
-                        p.keys.insert(path.into(), st.into());
+                    let Some((i, st)) = v.split_once(' ') else { continue };
+                    if let Some(path) = i.parse::<usize>().ok().and_then(|i| keys.get(i)) {
+                        p.keys.insert(path.clone(), st.into());
                     }
                 }
                 _ => {}
@@ -148,80 +160,17 @@ impl Probe {
 }
 
 /// `system-12-link` → 12.
-fn generation(link: &str) -> Option<u64> {
+pub(crate) fn generation(link: &str) -> Option<u64> {
     let l = link.rsplit('/').next()?.strip_suffix("-link")?;
     l.rsplit('-').next()?.parse().ok()
 }
 
-fn kv(out: &str, key: &str) -> String {
+pub(crate) fn kv(out: &str, key: &str) -> String {
     out.lines()
         .rev()
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
         .unwrap_or_default()
         .to_string()
-}
-
-fn key_paths(m: &Machine) -> Vec<String> {
-    m.keys.iter().map(|(n, k)| k.dest(n)).collect()
-}
-
-/// Key contents, read on the deployer. Never logged.
-fn key_content(name: &str, k: &Key) -> Result<Vec<u8>, ProviderError> {
-    if let Some(t) = &k.text {
-        return Ok(t.clone().into_bytes());
-    }
-    if let Some(f) = &k.file {
-        return std::fs::read(f).map_err(|e| err(format!("key `{name}`: cannot read {f}: {e}")));
-    }
-    let cmd = k.command.as_deref().unwrap_or_default();
-    let out = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| err(format!("key `{name}`: cannot run `{}`: {e}", cmd[0])))?;
-    if !out.status.success() {
-        return Err(err(format!("key `{name}`: `{}` failed ({})", cmd[0], out.status)));
-    }
-    Ok(out.stdout)
-}
-
-fn upload_keys(
-    r: &Remote,
-    m: &Machine,
-    which: Option<UploadAt>,
-    cx: &CallContext,
-) -> Result<(), ProviderError> {
-    for (name, k) in &m.keys {
-        if which.is_some_and(|w| w != k.upload_at) {
-            continue;
-        }
-        let content = key_content(name, k)?;
-        cx.progress("keys", format!("uploading key {name}"));
-        let dest = k.dest(name);
-        r.run("uploading a key", "key", &[&dest, &k.user, &k.group, &k.permissions], Some(&content), Duration::from_secs(60))
-            .map_err(|e| match e {
-                SshError::Failed { status, .. } => err(format!(
-                    "uploading key `{name}` to {dest} failed (exit {status:?}): check that user `{}` and group `{}` exist on the host",
-                    k.user, k.group
-                )),
-                e => ssh_err(e),
-            })?;
-    }
-    Ok(())
-}
-
-/// Keys the prior deployment had that are gone now (by destination path).
-fn removed_keys(m: &Machine, prior: Option<&Prior>) -> Vec<String> {
-    let Some(p) = prior else { return vec![] };
-    let Some(old) = p.inputs.get("keys").and_then(Value::as_object) else { return vec![] };
-    let now = key_paths(m);
-    old.iter()
-        .filter_map(|(name, v)| {
-            let dir = v.get("destDir").and_then(Value::as_str).unwrap_or("/run/keys");
-            let path = format!("{}/{}", dir.trim_end_matches('/'), name);
-            (!now.contains(&path)).then_some(path)
-        })
-        .collect()
 }
 
 fn machine_outputs(m: &Machine, r: &Remote, system: &str, link: &str, boot: &str) -> Object {
@@ -309,120 +258,21 @@ pub fn deploy(
     let mut link = probe.link.clone();
 
     if activate {
-        // Build.
-        let targets = crate::build::targets(context);
-        match m.build_on {
-            BuildOn::Local => {
-                if !Path::new(&m.system).exists() {
-                    if targets.is_empty() {
-                        return Err(err(format!(
-                            "{} does not exist in the local store and ferry has no derivation to build it",
-                            m.system
-                        )));
-                    }
-                    cx.progress("build", format!("building {}", short(&m.system)));
-                    p.builder.build(targets, vec![m.system.clone()], &opts.nix_args()).map_err(err)?;
-                }
-                let (n, bytes) = copy(p, &r, &m, std::slice::from_ref(&m.system), cx)?;
-                if n > 0 {
-                    cx.log(format!("copied {n} paths ({:.1} MiB)", bytes as f64 / 1048576.0));
-                }
-            }
-            BuildOn::Target => {
-                let drvs: Vec<String> = context.keys().filter(|k| k.ends_with(".drv")).cloned().collect();
-                if !drvs.is_empty() {
-                    copy(p, &r, &m, &drvs, cx)?;
-                }
-                cx.progress("build", format!("building {} on {}", short(&m.system), m.host));
-                let mut words = vec!["nix-store".to_string(), "--realise".into()];
-                words.extend(if drvs.is_empty() {
-                    vec![m.system.clone()]
-                } else {
-                    crate::build::targets(context)
-                });
-                words.extend(opts.nix_args());
-                if m.substitute_on_destination {
-                    words.extend(["--option".into(), "substitute".into(), "true".into()]);
-                }
-                r.conn
-                    .run(
-                        "building on the target",
-                        &r.privileged(&command_line(&words)),
-                        None,
-                        Duration::from_secs(6 * 3600),
-                    )
-                    .map_err(ssh_err)?;
-            }
-        }
+        build_and_copy(p, &r, &m, context, cx)?;
     }
 
     // Keys: removed ones go, pre-activation ones before activation.
-    let gone = removed_keys(&m, prior);
-    if !gone.is_empty() {
-        let refs: Vec<&str> = gone.iter().map(String::as_str).collect();
-        r.run("removing keys", "rmkey", &refs, None, Duration::from_secs(60)).map_err(ssh_err)?;
-    }
-    upload_keys(&r, &m, Some(UploadAt::PreActivation), cx)?;
+    keys::remove_gone(&r, &m, prior)?;
+    keys::upload(&r, &m, Some(UploadAt::PreActivation), cx)?;
 
     let mut rollback_info: Option<(String, String, String)> = None;
     if activate {
-        let _slot = p.activate_slots().acquire();
-        cx.progress("activate", format!("switch-to-configuration {}", m.goal.as_str()));
-        let token = random_token();
-        let magic = m.magic_timeout();
-        let onfail = if m.rollback.on_failure { "1" } else { "0" };
-        let line =
-            r.line("activate", &[&m.system, &m.profile, m.goal.as_str(), &magic.to_string(), onfail, &token]);
-        let out = r
-            .conn
-            .output(r.conn.command(&line), "activation", None, Duration::from_secs(m.activation_timeout))
-            .map_err(ssh_err)?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let tail = ferry_ssh::tail_lines(&stderr, 15);
-        match out.status.code() {
-            Some(0) => {}
-            Some(10) => return Err(err(format!("cannot set the profile {} on {}:\n{tail}", m.profile, m.host))),
-            Some(20) => {
-                return Err(err(format!(
-                    "activation ({}) failed on {}; rolled back to the previous system. Last lines:\n{tail}",
-                    m.goal.as_str(),
-                    m.host
-                ))
-                .code("activationFailed"))
-            }
-            Some(21) => {
-                return Err(err(format!(
-                    "activation ({}) failed on {} and so did the rollback: the host needs attention. Last lines:\n{tail}",
-                    m.goal.as_str(),
-                    m.host
-                ))
-                .code("activationFailed"))
-            }
-            Some(22) => {
-                return Err(err(format!(
-                    "activation ({}) failed on {} (not rolled back: rollback.onFailure is off). Last lines:\n{tail}",
-                    m.goal.as_str(),
-                    m.host
-                ))
-                .code("activationFailed"))
-            }
-            Some(255) => return Err(ssh_err(r.conn.classify(&stderr, "activation"))),
-            other => {
-                return Err(err(format!("activation on {} ended with {other:?}:\n{tail}", m.host)));
-            }
-        }
-        if !tail.is_empty() {
-            cx.log(tail);
-        }
-        link = kv(&stdout, "new_link");
-        rollback_info = Some((kv(&stdout, "prev_current"), kv(&stdout, "prev_link"), link.clone()));
-        if magic > 0 {
-            confirm(&r, &m, &token, magic, cx)?;
-        }
+        let info = switch(p, &r, &m, cx)?;
+        link = info.2.clone();
+        rollback_info = Some(info);
     }
 
-    upload_keys(&r, &m, Some(UploadAt::PostActivation), cx)?;
+    keys::upload(&r, &m, Some(UploadAt::PostActivation), cx)?;
 
     if !m.health_checks.is_empty() && matches!(m.goal, Goal::Switch | Goal::Test) {
         if let Err(e) = checks::run_all(&r.conn, &m.health_checks, &|msg| cx.progress("check", msg)) {
@@ -447,6 +297,126 @@ pub fn deploy(
 
     let system = if m.goal == Goal::DryActivate { probe.current.clone() } else { m.system.clone() };
     Ok(machine_outputs(&m, &r, &system, &link, &probe.boot))
+}
+
+/// Build the system (locally, coalesced, or on the target) and copy what the host lacks.
+fn build_and_copy(
+    p: &NixosProvider,
+    r: &Remote,
+    m: &Machine,
+    context: &BTreeMap<String, Vec<String>>,
+    cx: &CallContext,
+) -> Result<(), ProviderError> {
+    let opts = p.options();
+    let targets = crate::build::targets(context);
+    match m.build_on {
+        BuildOn::Local => {
+            if !Path::new(&m.system).exists() {
+                if targets.is_empty() {
+                    return Err(err(format!(
+                        "{} does not exist in the local store and ferry has no derivation to build it",
+                        m.system
+                    )));
+                }
+                cx.progress("build", format!("building {}", short(&m.system)));
+                p.builder.build(targets, vec![m.system.clone()], &opts.nix_args()).map_err(err)?;
+            }
+            let (n, bytes) = copy(p, r, m, std::slice::from_ref(&m.system), cx)?;
+            if n > 0 {
+                cx.log(format!("copied {n} paths ({:.1} MiB)", bytes as f64 / 1048576.0));
+            }
+        }
+        BuildOn::Target => {
+            let drvs: Vec<String> = context.keys().filter(|k| k.ends_with(".drv")).cloned().collect();
+            if !drvs.is_empty() {
+                copy(p, r, m, &drvs, cx)?;
+            }
+            cx.progress("build", format!("building {} on {}", short(&m.system), m.host));
+            let mut words = vec!["nix-store".to_string(), "--realise".into()];
+            words.extend(if drvs.is_empty() {
+                vec![m.system.clone()]
+            } else {
+                crate::build::targets(context)
+            });
+            words.extend(opts.nix_args());
+            if m.substitute_on_destination {
+                words.extend(["--option".into(), "substitute".into(), "true".into()]);
+            }
+            r.conn
+                .run(
+                    "building on the target",
+                    &r.privileged(&command_line(&words)),
+                    None,
+                    Duration::from_secs(6 * 3600),
+                )
+                .map_err(ssh_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Set the profile and switch (the helper rolls back a failed switch), then confirm over a
+/// fresh connection. Returns (previous running system, previous profile link, new link).
+fn switch(
+    p: &NixosProvider,
+    r: &Remote,
+    m: &Machine,
+    cx: &CallContext,
+) -> Result<(String, String, String), ProviderError> {
+    let _slot = p.activate_slots().acquire();
+    cx.progress("activate", format!("switch-to-configuration {}", m.goal.as_str()));
+    let token = random_token();
+    let magic = m.magic_timeout();
+    let onfail = if m.rollback.on_failure { "1" } else { "0" };
+    let line =
+        r.line("activate", &[&m.system, &m.profile, m.goal.as_str(), &magic.to_string(), onfail, &token]);
+    let out = r
+        .conn
+        .output(r.conn.command(&line), "activation", None, Duration::from_secs(m.activation_timeout))
+        .map_err(ssh_err)?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let tail = ferry_ssh::tail_lines(&stderr, 15);
+    match out.status.code() {
+        Some(0) => {}
+        Some(10) => return Err(err(format!("cannot set the profile {} on {}:\n{tail}", m.profile, m.host))),
+        Some(20) => {
+            return Err(err(format!(
+                "activation ({}) failed on {}; rolled back to the previous system. Last lines:\n{tail}",
+                m.goal.as_str(),
+                m.host
+            ))
+            .code("activationFailed"))
+        }
+        Some(21) => {
+            return Err(err(format!(
+                "activation ({}) failed on {} and so did the rollback: the host needs attention. Last lines:\n{tail}",
+                m.goal.as_str(),
+                m.host
+            ))
+            .code("activationFailed"))
+        }
+        Some(22) => {
+            return Err(err(format!(
+                "activation ({}) failed on {} (not rolled back: rollback.onFailure is off). Last lines:\n{tail}",
+                m.goal.as_str(),
+                m.host
+            ))
+            .code("activationFailed"))
+        }
+        Some(255) => return Err(ssh_err(r.conn.classify(&stderr, "activation"))),
+        other => {
+            return Err(err(format!("activation on {} ended with {other:?}:\n{tail}", m.host)));
+        }
+    }
+    if !tail.is_empty() {
+        cx.log(tail);
+    }
+    let link = kv(&stdout, "new_link");
+    if magic > 0 {
+        confirm(r, m, &token, magic, cx)?;
+    }
+    Ok((kv(&stdout, "prev_current"), kv(&stdout, "prev_link"), link))
 }
 
 fn short(path: &str) -> &str {
@@ -534,8 +504,22 @@ pub fn read(
 ) -> Result<ReadResult, ProviderError> {
     let m = Machine::parse(inputs)?;
     let prior = outputs.map(|o| Prior { inputs: inputs.clone(), outputs: o.clone() });
-    let r = Remote::open(&m, known_host_key(&m, prior.as_ref()))?;
-    let probe = r.probe(&m.profile, &key_paths(&m))?;
+    let r = match Remote::connect(&m, known_host_key(&m, prior.as_ref())) {
+        Ok(r) => r,
+        // Nothing is read from a host that is not verified. The mismatch is drift, so that a
+        // deployment that pins the new key (`hostKey`, which wins over the recorded one) plans
+        // the update that verifies it; without a new pin that update fails on the mismatch.
+        Err(e @ SshError::HostKeyMismatch { .. }) => {
+            return Ok(ReadResult {
+                exists: true,
+                outputs: outputs.cloned(),
+                inputs: None,
+                drift: vec![e.to_string()],
+            })
+        }
+        Err(e) => return Err(ssh_err(e)),
+    };
+    let probe = r.probe(&m.profile, &keys::paths(&m))?;
     let Some(recorded) = outputs else {
         // Adoption after an interrupted create: only a finished deploy counts.
         let done = match m.goal {
@@ -581,27 +565,8 @@ pub fn read(
         ));
         actual.insert("system".into(), json!(probe.current));
     }
-    let mut keys = inputs.get("keys").and_then(Value::as_object).cloned().unwrap_or_default();
-    let mut keys_drifted = false;
-    for (name, k) in &m.keys {
-        match probe.keys.get(&k.dest(name)).map(String::as_str) {
-            None | Some("missing") => {
-                drift.push(format!("key {name} is missing on the host ({})", k.dest(name)));
-                keys.remove(name);
-                keys_drifted = true;
-            }
-            Some(st) => {
-                let want = format!("{} {} {}", k.mode(), k.user, k.group);
-                if st != want {
-                    drift.push(format!("key {name} has mode/owner {st}, declared {want}"));
-                    keys.remove(name);
-                    keys_drifted = true;
-                }
-            }
-        }
-    }
-    if keys_drifted {
-        actual.insert("keys".into(), Value::Object(keys));
+    if let Some(keys) = keys::drift(&m, inputs, &probe.keys, &mut drift) {
+        actual.insert("keys".into(), keys);
     }
     // alwaysActivate (input or --always-activate): every apply activates, so plan an update.
     if drift.is_empty() && (m.always_activate || p.options().always_activate) && m.goal != Goal::DryActivate {
@@ -615,108 +580,22 @@ pub fn read(
     Ok(ReadResult { exists: true, outputs: Some(out), inputs, drift })
 }
 
-/// Named actions: generations, rollback, gc, reboot, upload-keys.
-pub fn action(_p: &NixosProvider, a: &ActionParams, cx: &CallContext) -> Result<ActionResult, ProviderError> {
-    let m = Machine::parse(&a.inputs)?;
-    let prior = Prior { inputs: a.inputs.clone(), outputs: a.outputs.clone() };
-    let r = Remote::open(&m, known_host_key(&m, Some(&prior)))?;
-    let probe = r.probe(&m.profile, &[])?;
-    let long = Duration::from_secs(m.activation_timeout);
-    match a.action.as_str() {
-        "generations" => {
-            let out =
-                r.run("listing generations", "generations", &[&m.profile], None, long).map_err(ssh_err)?;
-            Ok(ActionResult { outputs: None, message: Some(out.trim_end().to_string()) })
-        }
-        "rollback" => {
-            let to = match a.args.get("to") {
-                None | Some(Value::Null) => String::new(),
-                Some(v) => v
-                    .as_u64()
-                    .map(|g| g.to_string())
-                    .ok_or_else(|| err("rollback: `to` must be a generation number").code("invalidInput"))?,
-            };
-            cx.progress("activate", "switching generation");
-            let out = r
-                .run("rolling back", "switch-generation", &[&m.profile, &to], None, long)
-                .map_err(ssh_err)?;
-            let link = kv(&out, "link");
-            let after = r.probe(&m.profile, &[])?;
-            // Outputs keep what ferry deployed: the next plan shows the rollback as drift.
-            let from = generation(&probe.link).map_or("?".into(), |g| g.to_string());
-            let to = generation(&link).map_or("?".into(), |g| g.to_string());
-            Ok(ActionResult {
-                outputs: None,
-                message: Some(format!("{}: generation {from} → {to} ({})", m.host, after.profile)),
-            })
-        }
-        "gc" => {
-            let keep = a.args.get("keep").and_then(Value::as_u64).unwrap_or(5).max(1);
-            let out = r
-                .run("collecting garbage", "gc", &[&m.profile, &keep.to_string()], None, long)
-                .map_err(ssh_err)?;
-            Ok(ActionResult {
-                outputs: None,
-                message: Some(format!("kept the newest {keep} generation(s)\n{}", out.trim_end())),
-            })
-        }
-        "upload-keys" => {
-            upload_keys(&r, &m, None, cx)?;
-            Ok(ActionResult { outputs: None, message: Some(format!("{} key(s) uploaded", m.keys.len())) })
-        }
-        "reboot" => reboot(&r, &m, &probe, a, cx),
-        other => Err(err(format!(
-            "nixos.machine has no action `{other}` (actions: generations, rollback, gc, reboot, upload-keys)"
-        ))
-        .code("badRequest")),
-    }
-}
-
-fn reboot(
-    r: &Remote,
-    m: &Machine,
-    before: &crate::deploy::Probe,
-    a: &ActionParams,
-    cx: &CallContext,
-) -> Result<ActionResult, ProviderError> {
-    let wait = a.args.get("timeout").and_then(Value::as_u64).unwrap_or(300);
-    cx.progress("reboot", "rebooting");
-    // The system's own reboot (NixOS: /run/current-system/sw/bin/reboot), detached so the
-    // SSH session can end cleanly.
-    let cmd = "p=/run/current-system/sw/bin/reboot; [ -x $p ] || p=reboot; \
-               (sleep 1; exec $p) </dev/null >/dev/null 2>&1 &";
-    r.conn.run("reboot", &r.privileged(cmd), None, Duration::from_secs(30)).map_err(ssh_err)?;
-    r.conn.close();
-    cx.progress("reboot", "waiting for the new boot");
-    let deadline = Instant::now() + Duration::from_secs(wait);
-    std::thread::sleep(Duration::from_secs(1));
-    while Instant::now() < deadline {
-        if let Ok(fresh) = Remote::open(m, Some(r.conn.host_key().to_string())) {
-            if let Ok(p) = fresh.probe(&m.profile, &[]) {
-                if !p.boot.is_empty() && p.boot != before.boot {
-                    let mut o = a.outputs.clone();
-                    o.insert("bootId".into(), json!(p.boot));
-                    if m.goal.sets_profile() && p.current != p.profile {
-                        return Err(err(format!(
-                            "{} came back with {} running, but the profile is {}",
-                            m.host, p.current, p.profile
-                        )));
-                    }
-                    return Ok(ActionResult {
-                        outputs: Some(o),
-                        message: Some(format!("{} is back (boot id {})", m.host, p.boot)),
-                    });
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    Err(err(format!("{} did not come back with a new boot id within {wait} s", m.host)).code("timeout"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The helper runs as root on every host: it must parse, and pass shellcheck where that
+    /// is installed (`apt-get install shellcheck`).
+    #[test]
+    fn the_host_helper_is_clean_posix_sh() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/remote.sh");
+        let o = std::process::Command::new("sh").args(["-n", path]).output().expect("sh");
+        assert!(o.status.success(), "sh -n: {}", String::from_utf8_lossy(&o.stderr));
+        match std::process::Command::new("shellcheck").args(["-s", "sh", path]).output() {
+            Ok(o) => assert!(o.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&o.stdout)),
+            Err(_) => eprintln!("shellcheck is not installed: skipped"),
+        }
+    }
 
     #[test]
     fn generation_numbers_come_from_profile_links() {
@@ -728,11 +607,17 @@ mod tests {
 
     #[test]
     fn probe_output_is_parsed() {
-        let p = Probe::parse("current=/nix/store/a\nprofile=/nix/store/b\nlink=system-2-link\nboot=x\nkey=/run/keys/k 600 root root\nkey=/run/keys/m missing\n");
+        let keys = ["/run/keys/k".to_string(), "/run/my app/my key".to_string(), "/run/keys/l".to_string()];
+        let p = Probe::parse(
+            "current=/nix/store/a\nprofile=/nix/store/b\nlink=system-2-link\nboot=x\nkey=0 600 root root\nkey=1 missing\nkey=2 symlink\nkey=7 missing\n",
+            &keys,
+        );
         assert_eq!(p.current, "/nix/store/a");
         assert_eq!(p.profile, "/nix/store/b");
         assert_eq!(p.keys["/run/keys/k"], "600 root root");
-        assert_eq!(p.keys["/run/keys/m"], "missing");
+        assert_eq!(p.keys["/run/my app/my key"], "missing");
+        assert_eq!(p.keys["/run/keys/l"], "symlink");
+        assert_eq!(p.keys.len(), 3);
     }
 
     #[test]

@@ -15,9 +15,11 @@
 //! Architecture invariant: depends on `ferry-protocol` and `ferry-ssh` only; never writes to
 //! stdout itself; key contents and `sshKey` never appear in events or errors.
 
+mod actions;
 pub mod build;
 mod checks;
 mod deploy;
+mod keys;
 pub mod schema;
 pub mod target;
 pub mod transfer;
@@ -176,6 +178,6 @@ impl Provider for NixosProvider {
         if p.kind != "machine" {
             return Err(unknown_kind(&p.kind));
         }
-        deploy::action(self, &p, cx)
+        actions::action(self, &p, cx)
     }
 }

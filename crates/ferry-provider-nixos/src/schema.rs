@@ -333,7 +333,12 @@ impl Machine {
             return bad(format!("`profile` must be an absolute path (got {:?})", m.profile));
         }
         for (name, k) in &m.keys {
-            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            if name.is_empty()
+                || name.contains('/')
+                || name == "."
+                || name == ".."
+                || name.chars().any(char::is_control)
+            {
                 return bad(format!("key name {name:?} is not a file name"));
             }
             let sources = [k.text.is_some(), k.file.is_some(), k.command.is_some()];
@@ -353,6 +358,17 @@ impl Machine {
             }
             if !k.dest_dir.starts_with('/') {
                 return bad(format!("key `{name}`: `destDir` must be an absolute path"));
+            }
+            if k.dest_dir.split('/').any(|c| c == "." || c == "..")
+                || k.dest_dir.chars().any(char::is_control)
+            {
+                return bad(format!(
+                    "key `{name}`: `destDir` {:?} must be a plain absolute path (no `.` or `..`, no control characters)",
+                    k.dest_dir
+                ));
+            }
+            if k.dest_dir == "/nix/store" || k.dest_dir.starts_with("/nix/store/") {
+                return bad(format!("key `{name}`: `destDir` is in the Nix store, which is world-readable"));
             }
             for (what, v) in [("user", &k.user), ("group", &k.group)] {
                 if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {

@@ -135,8 +135,10 @@ impl fmt::Display for SshError {
                 write!(
                     f,
                     ". Refusing to connect (this is what a man-in-the-middle looks like). If the host was \
-                     reinstalled, set `hostKey` to its new key, or forget the recorded one with \
-                     `ferry state rm NAME` and re-apply"
+                     reinstalled, check the new key's fingerprint on the host (`ssh-keygen -lf \
+                     /etc/ssh/ssh_host_ed25519_key.pub`) and pin the new key: set `hostKey` to the \
+                     content of that .pub file. A pinned `hostKey` always takes precedence over a key \
+                     learned on first use and recorded in state"
                 )
             }
             SshError::Unreachable { host, detail } => {
