@@ -452,7 +452,8 @@ fn keep_state_keeps_data_across_delete_and_create_and_long_names_work() {
     ])
     .ok();
     with(false);
-    let r = sb.ferry(&["apply", "--yes"]).ok();
+    // The deployment is now empty: removing its only resource is on purpose here.
+    let r = sb.ferry(&["apply", "--yes", "--allow-destroy-all"]).ok();
     assert!(r.stdout.contains("destroyed"), "{}", r.stdout);
     assert!(!link_exists(&ifname), "stopped: its veth is gone");
     assert!(!std::path::Path::new(&format!("/etc/systemd/nspawn/{long}.nspawn")).exists());

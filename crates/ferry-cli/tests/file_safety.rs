@@ -232,7 +232,7 @@ fn local_file_refuses_the_nix_store_at_plan_time_and_never_deletes_in_it() {
     sb.write("planted.json", &export.replace(&ok_path, &store_file));
     sb.ferry(&["state", "import", "planted.json"]).ok();
     sb.deployment("{ ... }: { }\n");
-    let r = sb.ferry(&["apply", "--yes", "-v"]).ok();
+    let r = sb.ferry(&["apply", "--yes", "-v", "--allow-destroy-all"]).ok();
     assert!(r.all().contains("not removing") && r.all().contains("inside the Nix store"), "{}", r.all());
     assert_eq!(std::fs::read_to_string(&store_file).unwrap(), original, "the store path is untouched");
     assert!(sb.ferry(&["state", "list"]).ok().stdout.lines().all(|l| !l.starts_with("f ")));

@@ -147,23 +147,31 @@ fn destroying_everything_needs_destroy_or_a_flag() {
     write(&sb, "deployment.nix", &format!("{}\n{}", file("a", "a"), file("b", "b")));
     sb.ferry(&["apply", "--yes"]).ok();
     let before = sb.state_snapshot();
-    // An empty deployment, and a typo that declares nothing.
-    for body in
-        ["", r#"resource.a = { type = "local.file"; inputs = { path = "@DIR@/a.txt"; content = "a"; }; };"#]
-    {
-        write(&sb, "deployment.nix", body);
-        sb.ferry(&["plan"]).ok().says("would destroy all 2 recorded resources (a, b)");
-        let r = sb.ferry(&["apply", "--yes"]).expect(1);
-        for needle in [
-            "would destroy all 2 recorded resources (a, b) and create nothing",
-            "ferry destroy",
-            "--allow-destroy-all",
-        ] {
-            assert!(r.all().contains(needle), "lacks {needle:?}:\n{}", r.all());
-        }
+    // A typo that would declare nothing is caught before any plan (the shape check).
+    write(
+        &sb,
+        "deployment.nix",
+        r#"resource.a = { type = "local.file"; inputs = { path = "@DIR@/a.txt"; content = "a"; }; };"#,
+    );
+    for verb in ["plan", "apply"] {
+        sb.ferry(&[verb, "--yes"][..if verb == "plan" { 1 } else { 2 }])
+            .expect(1)
+            .says("unknown attribute `resource` (did you mean `resources`?)");
         assert_eq!(sb.state_snapshot(), before);
-        assert!(sb.exists("a.txt") && sb.exists("b.txt"));
     }
+    // An empty deployment (or the wrong file) would destroy everything: refused.
+    write(&sb, "deployment.nix", "");
+    sb.ferry(&["plan"]).ok().says("would destroy all 2 recorded resources (a, b)");
+    let r = sb.ferry(&["apply", "--yes"]).expect(1);
+    for needle in [
+        "would destroy all 2 recorded resources (a, b) and create nothing",
+        "ferry destroy",
+        "--allow-destroy-all",
+    ] {
+        assert!(r.all().contains(needle), "lacks {needle:?}:\n{}", r.all());
+    }
+    assert_eq!(sb.state_snapshot(), before);
+    assert!(sb.exists("a.txt") && sb.exists("b.txt"));
     sb.ferry(&["apply", "--yes", "--allow-destroy-all"]).ok().says("Apply complete: 2 destroyed");
     assert!(!sb.exists("a.txt") && !sb.exists("b.txt"));
 }

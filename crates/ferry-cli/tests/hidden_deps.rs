@@ -118,16 +118,18 @@ fn a_dependency_through_an_interpolated_derivation_is_recorded_by_apply() {
     assert!(apply.stdout.contains("Apply complete: 2 created"), "{}", apply.all());
     assert!(sb.read("used2").unwrap().starts_with("ssh-ed25519 "));
     assert!(!sb.exists("used") && !sb.exists("other"));
-    // Dependency depth 1: two evaluations, as without hidden edges.
-    assert!(apply.stderr.contains("timings: 2 Nix evaluations"), "{}", apply.stderr);
+    // Dependency depth 1: two rounds, as without hidden edges; the key's private half is
+    // sensitive, so the read-write round 2 is checked read-only first (ADR 008): three runs.
+    assert!(apply.stderr.contains("timings: 3 Nix evaluations"), "{}", apply.stderr);
     assert_eq!(deps_of(&sb, "use2"), Some(vec!["key".to_string()]));
     // Now that the .drv files exist, even the read-only graph has the edge.
     assert!(graph_has(&sb, r#""key" -> "use2" [label="publicKey -> create"];"#));
 
-    // The rest; an up-to-date deployment is still a single evaluation.
+    // The rest; an up-to-date deployment is a single round (checked read-only first, as the
+    // key's private half is sensitive: two evaluations).
     sb.ferry(&["apply", "--yes"]).ok();
     let noop = sb.ferry(&["apply", "--yes", "--timings"]).ok();
-    assert!(noop.stderr.contains("timings: 1 Nix evaluation "), "{}", noop.stderr);
+    assert!(noop.stderr.contains("timings: 2 Nix evaluations "), "{}", noop.stderr);
     assert_eq!(
         dependencies(&sb),
         vec![
@@ -172,7 +174,8 @@ fn a_system_whose_config_holds_a_public_key_depends_on_the_key() {
     ));
     let apply = sb.ferry(&["apply", "--yes", "--on", "sys", "--timings"]).ok();
     assert!(apply.stdout.contains("Apply complete: 2 created"), "{}", apply.all());
-    assert!(apply.stderr.contains("timings: 2 Nix evaluations"), "{}", apply.stderr);
+    // Two rounds; round 2 sees the key's sensitive half, so it is checked read-only first.
+    assert!(apply.stderr.contains("timings: 3 Nix evaluations"), "{}", apply.stderr);
     assert!(sb.read("authorized").unwrap().starts_with("ssh-ed25519 "));
     assert_eq!(deps_of(&sb, "sys"), Some(vec!["key".to_string()]));
     assert!(graph_has(&sb, r#""key" -> "sys" [label="publicKey -> env"];"#));

@@ -76,8 +76,8 @@ pub(crate) fn check_destroy_all(s: &Session, planned: &Planned, plan: &Plan) -> 
     Err(EngineError::Refused(format!(
         "this apply would destroy all {n} recorded resources ({}) and create nothing: {} {declares}; \
          nothing was changed\n\
-         hint: if that is a mistake (a typo such as `resource.NAME` for `resources.NAME`, the wrong \
-         file), fix the deployment\n\
+         hint: if that is a mistake (the wrong file, a module left out of \
+         `imports`), fix the deployment\n\
          hint: to destroy them on purpose, run `ferry destroy`, or pass --allow-destroy-all",
         names.join(", "),
         s.engine.cfg.file.display(),
