@@ -246,6 +246,11 @@ pub enum StateCommand {
     Import {
         #[arg(value_name = "FILE|-")]
         source: String,
+        /// Run the provider programs the export records (external providers, named by path):
+        /// without this flag an export that names any is refused, listing them, because plan
+        /// and destroy run them with your privileges.
+        #[arg(long)]
+        trust_providers: bool,
     },
     /// Show the event journal, optionally of one resource.
     Log {

@@ -52,7 +52,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 pub fn render(err: &anyhow::Error, show_trace: bool) -> String {
     // `{:#}` joins the context chain with ": ". Nix's own messages start with "error: ";
     // drop that so the line does not read "error: error: ...".
-    let text = format!("{err:#}");
+    let text = chain_text(err);
     let text = text.trim_end();
     let text = text.strip_prefix("error: ").unwrap_or(text);
     let mut out = format!("error: {text}\n");
@@ -60,6 +60,21 @@ pub fn render(err: &anyhow::Error, show_trace: bool) -> String {
         out.push_str(&format!("hint: {hint}\n"));
     }
     out
+}
+
+/// The context chain joined with ": " (like `{:#}`), leaving out a cause whose text the message
+/// before it already includes (an error that prints its source *and* names it as `source`
+/// would otherwise read "…: database is locked: database is locked").
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let s = cause.to_string();
+        if parts.last().is_some_and(|last| last.contains(s.trim())) {
+            continue;
+        }
+        parts.push(s);
+    }
+    parts.join(": ")
 }
 
 fn hints(err: &anyhow::Error) -> Vec<String> {
@@ -94,6 +109,19 @@ fn state_hints(e: &StateError, hints: &mut Vec<String>) {
 mod tests {
     use super::*;
     use anyhow::Context;
+
+    #[test]
+    fn a_source_already_in_its_message_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("state database x: {source}")]
+        struct Outer {
+            #[source]
+            source: std::io::Error,
+        }
+        let io = std::io::Error::other("database is locked");
+        let err = anyhow::Error::new(Outer { source: io }).context("applying");
+        assert_eq!(render(&err, false), "error: applying: state database x: database is locked\n");
+    }
 
     #[test]
     fn usage_errors_exit_2_wherever_they_are_in_the_chain() {

@@ -200,6 +200,41 @@ fn provider_printing_garbage() {
 }
 
 #[test]
+fn provider_answering_an_id_it_was_never_sent_is_stopped() {
+    let sb = applied();
+    // On main the stray answer was dropped and ferry waited for the real one (here: 30 s).
+    let body = bad_provider(&sb, r#"read -r req; echo '{"id":999,"result":{}}'; sleep 30"#, "");
+    let start = std::time::Instant::now();
+    rejects(&sb, &body, 1, &["bad-provider.sh answered request id 999, which ferry never sent"]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(20), "ferry waited for a lost provider");
+}
+
+#[test]
+fn provider_exiting_while_its_child_holds_stdout_is_noticed_and_its_group_killed() {
+    let sb = applied();
+    // The child keeps the provider's stdout open: on main ferry saw no end of file and waited
+    // out the call timeout (600 s by default), and the child kept running.
+    let pids = sb.p("child.pids");
+    let body = bad_provider(&sb, &format!("read -r req; sleep 300 & echo $! >> {pids}; exit 0"), "");
+    let start = std::time::Instant::now();
+    rejects(&sb, &body, 1, &["provider", "bad-provider.sh exited"]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(30), "ferry waited for the provider's child");
+    let started = sb.read("child.pids").unwrap_or_default();
+    assert_eq!(started.lines().count(), 2, "{started}");
+    for pid in started.lines() {
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |st| st.split(' ').nth(2) == Some("Z"))
+        };
+        ferry_testkit::wait_until(
+            std::time::Duration::from_secs(10),
+            "the provider's child to be killed",
+            gone,
+        );
+    }
+}
+
+#[test]
 fn provider_timeout() {
     let sb = applied();
     let body = bad_provider(&sb, "read -r req; sleep 1000", "timeout = 1;");

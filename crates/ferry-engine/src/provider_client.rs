@@ -53,7 +53,7 @@ pub struct ProviderClient {
     pub command: ProviderCommand,
     pub handshake: HandshakeResult,
     stdin: Mutex<Option<ChildStdin>>,
-    child: Mutex<Child>,
+    child: Arc<Mutex<Child>>,
     shared: Arc<Mutex<Shared>>,
     next_id: Mutex<u64>,
 }
@@ -109,10 +109,18 @@ impl ProviderClient {
                 }
             });
         }
+        let pgid = child.id() as i32;
         {
             let shared = Arc::clone(&shared);
             let label = command.label.clone();
-            std::thread::spawn(move || read_loop(label, stdout, shared, events));
+            std::thread::spawn(move || read_loop(label, stdout, shared, events, pgid));
+        }
+        let child = Arc::new(Mutex::new(child));
+        {
+            let shared = Arc::clone(&shared);
+            let child = Arc::clone(&child);
+            let label = command.label.clone();
+            std::thread::spawn(move || watch_exit(label, child, shared, pgid));
         }
         let mut client = ProviderClient {
             command,
@@ -123,7 +131,7 @@ impl ProviderClient {
                 kinds: vec![],
             },
             stdin: Mutex::new(stdin),
-            child: Mutex::new(child),
+            child,
             shared,
             next_id: Mutex::new(0),
         };
@@ -253,8 +261,11 @@ impl ProviderClient {
         msg
     }
 
+    /// Kills the provider and everything it started (its process group: a child left holding
+    /// the provider's stdout must not outlive it).
     pub fn kill(&self) {
         let mut c = lock(&self.child);
+        kill_group(c.id() as i32);
         let _ = c.kill();
         let _ = c.wait();
     }
@@ -288,11 +299,55 @@ impl Drop for ProviderClient {
     }
 }
 
+/// SIGKILL to the provider's process group (it is started as the leader of its own group).
+fn kill_group(pgid: i32) {
+    if pgid > 1 {
+        // SAFETY: killpg has no memory-safety preconditions; a stale group id fails with ESRCH.
+        unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    }
+}
+
+/// Notices the provider's exit at once, even when a process it started still holds its stdout
+/// open (then the reader sees no end of file): gives the reader a moment to take the answers
+/// written before the exit and, if calls are still in flight, kills the rest of the process
+/// group and fails those calls naming the provider.
+fn watch_exit(label: String, child: Arc<Mutex<Child>>, shared: Arc<Mutex<Shared>>, pgid: i32) {
+    let status = loop {
+        match lock(&child).try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) => {}
+            Err(_) => return,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let waiting: Vec<_> = {
+        let mut s = lock(&shared);
+        if s.waiting.is_empty() {
+            // Nothing in flight (e.g. it exited after ferry closed its stdin): what it left
+            // running in its group is not ferry's to kill.
+            return;
+        }
+        kill_group(pgid);
+        let tail: Vec<String> = s.stderr_tail.iter().cloned().collect();
+        let mut msg = format!("provider {label} exited ({status})");
+        if !tail.is_empty() {
+            msg.push_str(&format!("; its last stderr lines:\n  {}", tail.join("\n  ")));
+        }
+        let b = s.broken.get_or_insert(msg).clone();
+        s.waiting.drain().map(|(_, w)| (w, b.clone())).collect()
+    };
+    for ((_, tx), b) in waiting {
+        let _ = tx.send(Err(CallError::Broken(b)));
+    }
+}
+
 fn read_loop(
     label: String,
     stdout: std::process::ChildStdout,
     shared: Arc<Mutex<Shared>>,
     events: EventSink,
+    pgid: i32,
 ) {
     let mut reader = BufReader::new(stdout);
     let mut buf = String::new();
@@ -347,6 +402,15 @@ fn read_loop(
                         }
                     };
                     let _ = tx.send(res);
+                } else {
+                    // An answer to nothing ferry asked (or asked and already had answered):
+                    // the provider lost track; nothing it says can be matched any more.
+                    kill_group(pgid);
+                    fail(format!(
+                        "provider {label} answered request id {}, which ferry never sent or had already answered; it was stopped",
+                        r.id
+                    ));
+                    return;
                 }
             }
             Ok(Message::Event(ev)) => {
@@ -357,6 +421,7 @@ fn read_loop(
             }
             Err(_) => {
                 let shown: String = line.chars().take(200).collect();
+                kill_group(pgid);
                 fail(format!("provider {label} wrote something that is not a protocol message: {shown:?}"));
                 return;
             }

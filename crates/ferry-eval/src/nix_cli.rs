@@ -45,7 +45,10 @@ pub struct NixCli {
 
 impl NixCli {
     pub fn new(settings: NixSettings) -> Result<Self, EvalError> {
-        let dir = tempfile::Builder::new().prefix("ferry-eval-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-eval-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()?;
         std::fs::write(dir.path().join("eval.nix"), EVAL_NIX)?;
         std::fs::write(dir.path().join("lib.nix"), LIB_NIX)?;
         std::fs::write(dir.path().join("processes.nix"), PROCESSES_NIX)?;

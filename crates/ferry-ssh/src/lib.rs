@@ -225,6 +225,7 @@ impl Connection {
     pub fn open(target: &Target) -> Result<Connection, SshError> {
         let dir = tempfile::Builder::new()
             .prefix("ferry-ssh-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(|e| SshError::Local(format!("cannot create a private directory for ssh: {e}")))?;
         let known = dir.path().join("known_hosts");

@@ -51,6 +51,28 @@ pub enum StateError {
         /// Who holds the lock, as recorded in the lock file.
         holder: LockHolder,
     },
+    /// A state file (database, side file, lock, export) or its directory is one ferry must not
+    /// use: a symbolic link, not a regular file, owned by another user, or in a directory others
+    /// could swap files in.
+    #[error("{}: {reason}; ferry refuses to use it (remove or fix it and retry)", path.display())]
+    Unsafe {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The database file exists but is empty (truncated): treating it as a new state would plan
+    /// every resource as new and create duplicates.
+    #[error(
+        "state database {} is empty (0 bytes): it was truncated or overwritten; restore it from a \
+         backup, or delete it and `ferry state import EXPORT` from a `ferry state export`; ferry \
+         will not treat it as a new, empty state",
+        path.display()
+    )]
+    Empty {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A read-only command found no state database.
     #[error("no state database at {}; nothing has been applied yet", path.display())]
     Missing {

@@ -25,6 +25,7 @@ pub mod schema;
 
 mod deployment;
 mod error;
+mod fsafe;
 mod journal;
 mod records;
 mod time;
@@ -37,6 +38,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use deployment::DeploymentIdentity;
 pub use error::StateError;
+pub use fsafe::write_private_file;
 pub use lock::{LockHolder, RunLock};
 pub use model::{Deposed, EventRecord, Intent, Op, PendingOp, ResourceRecord, Status, Success};
 pub use schema::SCHEMA_VERSION;
@@ -129,5 +131,14 @@ impl StateStore {
 
     fn corrupt(&self, detail: String) -> StateError {
         StateError::Corrupt { path: self.path.clone(), detail }
+    }
+}
+
+impl Drop for StateStore {
+    /// Folds the WAL into the database and truncates it, so old page images (replaced outputs,
+    /// secrets among them) do not stay in the side file. Best effort: errors cannot be reported
+    /// here, and a busy reader only delays it to the next close.
+    fn drop(&mut self) {
+        let _ = schema::checkpoint(&self.conn, &self.path);
     }
 }

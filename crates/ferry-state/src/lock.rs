@@ -6,9 +6,8 @@
 //! held is decided by flock, never by the file's contents.
 
 use std::fmt;
-use std::fs::{File, OpenOptions, Permissions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -105,17 +104,10 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
     move |source| StateError::Io { path: path.to_owned(), source }
 }
 
+/// Opens (creating) the lock file: never through a symlink, never one owned by someone else,
+/// never truncated before the flock is ours; mode 0600.
 fn open_lock_file(path: &Path) -> Result<File, StateError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(path))?;
-    file.set_permissions(Permissions::from_mode(0o600)).map_err(io_err(path))?;
-    Ok(file)
+    crate::fsafe::open_private(path, true)?.ok_or_else(|| StateError::Missing { path: path.to_owned() })
 }
 
 /// Tries `flock(LOCK_EX|LOCK_NB)`; `Ok(false)` if someone else holds it.

@@ -331,7 +331,12 @@ impl StateStore {
         let op = intent.op.to_string();
         let message = format!("{op} succeeded");
         self.append_event(&tx, Some(run), Some(name), &op, "ok", &message)?;
-        tx.commit().map_err(sql_err(&self.path))
+        tx.commit().map_err(sql_err(&self.path))?;
+        if intent.op == Op::Delete {
+            // What the deleted row held (secrets among it) must not linger in the WAL.
+            crate::schema::checkpoint(&self.conn, &self.path)?;
+        }
+        Ok(())
     }
 
     /// After a provider reported failure: the row stays with status failed, its last successful
@@ -405,6 +410,7 @@ impl StateStore {
             self.append_event(&tx, None, Some(name), "rm", "rm", message)?;
         }
         tx.commit().map_err(sql_err(&self.path))?;
+        crate::schema::checkpoint(&self.conn, &self.path)?;
         Ok(n > 0)
     }
 }

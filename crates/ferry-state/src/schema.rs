@@ -4,15 +4,13 @@
 //! The schema version lives in `PRAGMA user_version`. A file with a newer version than
 //! [`SCHEMA_VERSION`] is refused before anything is written to it.
 
-use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::StateError;
+use crate::{fsafe, StateError};
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`. Append only:
 /// never edit a migration that has shipped.
@@ -95,45 +93,54 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Creates `path` with mode 0600 if it does not exist, and forces 0600 either way
-/// (umask-independent).
-fn ensure_private_file(path: &Path) -> Result<(), StateError> {
-    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+/// Opens (and with `create`, creates) the database at `path`, refuses newer schemas, and
+/// migrates older ones. Every file is checked first (`fsafe`): no symlinks, no files owned by
+/// someone else, modes 0600/0700. A new database is built under a temporary name and linked
+/// into place complete (schema, WAL mode), so nobody ever sees a half-made or empty one: an
+/// empty file at `path` is therefore damage, refused with [`StateError::Empty`].
+pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, StateError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let exists = match std::fs::symlink_metadata(path) {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::NotFound => false,
         Err(e) => return Err(io_err(path)(e)),
+    };
+    if !exists && !create {
+        return Err(StateError::Missing { path: path.to_owned() });
     }
-    std::fs::set_permissions(path, Permissions::from_mode(0o600)).map_err(io_err(path))
+    fsafe::prepare_dir(dir, create)?;
+    if !exists {
+        create_database(path)?;
+    }
+    if fsafe::check_existing(path)? == 0 {
+        return Err(StateError::Empty { path: path.to_owned() });
+    }
+    for suffix in ["-wal", "-shm"] {
+        fsafe::open_private(&sibling(path, suffix), true)?;
+    }
+    let conn = connect(path)?;
+    // Check the version before anything writes.
+    check_version(&conn, path)?;
+    enable_wal(&conn, path)?;
+    migrate(&conn, path)?;
+    Ok(conn)
 }
 
-/// Opens (and with `create`, creates) the database at `path`, refuses newer schemas, and
-/// migrates older ones.
-pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, StateError> {
-    if !path.exists() {
-        if !create {
-            return Err(StateError::Missing { path: path.to_owned() });
-        }
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err(dir))?;
-                std::fs::set_permissions(dir, Permissions::from_mode(0o700)).map_err(io_err(dir))?;
-            }
-        }
-    }
-    ensure_private_file(path)?;
-
-    // No SQLITE_OPEN_CREATE: the file exists with the right mode, and must not be re-created
-    // behind our back with the umask's mode.
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+/// A connection to an existing, checked file: no SQLITE_OPEN_CREATE (it must not be re-created
+/// behind our back with the umask's mode), no symlink followed, deleted content overwritten
+/// (`secure_delete`: removed secrets do not linger in free pages).
+fn connect(path: &Path) -> Result<Connection, StateError> {
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = Connection::open_with_flags(path, flags).map_err(sql_err(path))?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(sql_err(path))?;
+    // FULL: every commit is fsynced, so a recorded intent survives power loss, not just SIGKILL.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;")
+        .map_err(sql_err(path))?;
+    Ok(conn)
+}
 
-    // Check the version before anything writes (journal_mode=WAL rewrites the header).
-    check_version(&conn, path)?;
-
-    for suffix in ["-wal", "-shm"] {
-        ensure_private_file(&sibling(path, suffix))?;
-    }
+fn enable_wal(conn: &Connection, path: &Path) -> Result<(), StateError> {
     let mode: String =
         conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(sql_err(path))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -143,10 +150,50 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> Result<Connection, S
             path.display()
         )));
     }
-    // FULL: every commit is fsynced, so a recorded intent survives power loss, not just SIGKILL.
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(sql_err(path))?;
-    migrate(&conn, path)?;
-    Ok(conn)
+    Ok(())
+}
+
+/// Builds a new database under a private temporary name beside `path` and hard-links it into
+/// place; if another process linked its own first, theirs is used.
+fn create_database(path: &Path) -> Result<(), StateError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".new-{}-{:x}", std::process::id(), rand_suffix()));
+    let tmp = PathBuf::from(tmp);
+    let cleanup = |p: &Path| {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(sibling(p, suffix));
+        }
+    };
+    let result = (|| {
+        drop(fsafe::create_exclusive(&tmp)?);
+        let conn = connect(&tmp)?;
+        enable_wal(&conn, &tmp)?;
+        migrate(&conn, &tmp)?;
+        drop(conn);
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io_err(path)(e)),
+        }
+    })();
+    cleanup(&tmp);
+    result
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// Moves everything in the write-ahead log into the database and truncates the log, so content
+/// deleted with `secure_delete` is gone from every file (the WAL keeps old page images until a
+/// checkpoint). Best effort when readers hold old snapshots: what they pin goes at a later one.
+pub(crate) fn checkpoint(conn: &Connection, path: &Path) -> Result<(), StateError> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(sql_err(path))
 }
 
 fn user_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {

@@ -78,7 +78,7 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
             StateCommand::Rm { name } => state::rm(&ctx, &name),
             StateCommand::Rebind => state::rebind(&ctx),
             StateCommand::Export { output, json: _ } => state::export(&ctx, output.as_deref()),
-            StateCommand::Import { source } => state::import(&ctx, &source),
+            StateCommand::Import { source, trust_providers } => state::import(&ctx, &source, trust_providers),
             StateCommand::Log { name, limit, json } => state::log(&ctx, name.as_deref(), limit, json),
         },
         Command::Provider { command } => provider_check::run(&ctx, command),

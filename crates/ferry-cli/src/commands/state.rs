@@ -9,8 +9,7 @@
 //! `rm` and `import` change state, so they take the run lock like apply does.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -303,21 +302,35 @@ pub fn export(ctx: &Context, output: Option<&Path>) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// Write `bytes` to `path` readable only by its owner, whether or not it existed.
+/// Write `bytes` to `path` readable only by the invoking user (`ferry_state::write_private_file`:
+/// created exclusively, no symlink followed, never another user's file).
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let ctx = || format!("cannot write {}", path.display());
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(ctx)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600)).with_context(ctx)?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(ctx)
+    ferry_state::write_private_file(path, bytes)
+        .with_context(|| format!("cannot write the export to {}", path.display()))
 }
 
-pub fn import(ctx: &Context, file: &str) -> anyhow::Result<Outcome> {
+/// The external provider programs an export records (`{"executable": ..}`), each with the
+/// resources using it: ferry runs them to plan, refresh and destroy those resources.
+fn recorded_providers(doc: &Value) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut found = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for r in doc.get("resources").and_then(Value::as_array).into_iter().flatten() {
+        let provider = r.get("provider");
+        let Some(exe) = provider.and_then(|p| p.get("executable")).and_then(Value::as_str) else { continue };
+        let args: Vec<&str> = provider
+            .and_then(|p| p.get("args"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let cmd = std::iter::once(exe).chain(args).collect::<Vec<_>>().join(" ");
+        let name = r.get("name").and_then(Value::as_str).unwrap_or("?").to_string();
+        found.entry(cmd).or_default().push(name);
+    }
+    found
+}
+
+pub fn import(ctx: &Context, file: &str, trust_providers: bool) -> anyhow::Result<Outcome> {
     let text = if file == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).context("cannot read the export from stdin")?;
@@ -328,6 +341,17 @@ pub fn import(ctx: &Context, file: &str) -> anyhow::Result<Outcome> {
     let doc: Value = serde_json::from_str(&text).with_context(|| {
         format!("{}: not a ferry state export (invalid JSON)", if file == "-" { "stdin" } else { file })
     })?;
+    let providers = recorded_providers(&doc);
+    if !providers.is_empty() && !trust_providers {
+        let list: Vec<String> =
+            providers.iter().map(|(cmd, names)| format!("  {cmd}   (for {})", names.join(", "))).collect();
+        anyhow::bail!(
+            "the export records provider programs that ferry would run, with your privileges, to \
+             plan, refresh or destroy its resources:\n{}\ncheck them (an export from someone else \
+             can name any program), then import with --trust-providers; nothing was imported",
+            list.join("\n")
+        );
+    }
     let store = StateStore::open(&ctx.opts.state)?;
     let _lock = store.lock(&ctx.command_line, ctx.opts.lock_timeout)?;
     let n = store.import(&doc)?;
@@ -373,6 +397,7 @@ pub fn log(ctx: &Context, name: Option<&str>, limit: Option<usize>, json: bool) 
 mod tests {
     use super::*;
     use ferry_state::Status;
+    use std::os::unix::fs::PermissionsExt;
 
     fn record() -> ResourceRecord {
         serde_json::from_value(json!({
