@@ -694,3 +694,32 @@ fn the_first_pool_container_on_a_host_without_claims() {
     assert_eq!(outputs(&sb, "fresh")["address"], "10.233.20.2");
     sb.ferry(&["destroy", "--yes"]).ok();
 }
+
+/// Issue 11: the helper wrote `DEST.ferry-tmp` and chmodded/renamed it through symlinks, so a
+/// link planted there (or at the unit itself) made root overwrite its target.
+#[test]
+fn unit_files_are_written_without_following_planted_symlinks() {
+    let _c = Cleanup::new(&["ct-link"]);
+    let sb = Sandbox::new(BIN);
+    let victim = sb.write("victim", "precious\n");
+    let victim2 = sb.write("victim2", "precious\n");
+    std::fs::create_dir_all("/etc/systemd/nspawn").unwrap();
+    let unit = std::path::Path::new("/etc/systemd/nspawn/ct-link.nspawn");
+    let tmp = std::path::Path::new("/etc/systemd/nspawn/ct-link.nspawn.ferry-tmp");
+    let _ = std::fs::remove_file(tmp);
+    std::os::unix::fs::symlink(&victim, tmp).unwrap();
+    std::os::unix::fs::symlink(&victim2, unit).unwrap();
+    let net =
+        r#"name = "ct-link"; network.v4.static = { hostAddress = "10.233.21.1"; address = "10.233.21.2"; };"#;
+    sb.deployment(&format!("{}{}}}\n", nix_header(), container("web", "linked", net)));
+    sb.ferry(&["apply", "--yes"]).ok();
+    let _ = std::fs::remove_file(tmp);
+    assert_eq!(sb.read("victim").as_deref(), Some("precious\n"), "written through the planted temp link");
+    assert_eq!(sb.read("victim2").as_deref(), Some("precious\n"), "written through a link at the unit");
+    let meta = std::fs::symlink_metadata(unit).expect("the unit");
+    assert!(meta.file_type().is_file(), "the link at the unit was not replaced by the unit");
+    assert!(std::fs::read_to_string(unit).unwrap().contains("[Exec]"));
+    serves("10.233.21.2", 80, "linked");
+    sb.ferry(&["destroy", "--yes"]).ok();
+    assert!(!unit.exists());
+}

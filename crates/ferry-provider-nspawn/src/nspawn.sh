@@ -1,4 +1,5 @@
 # ferry's helper for nspawn containers on a host (POSIX sh, run as root): `sh nspawn.sh MODE ARGS…`.
+# shellcheck shell=sh
 # Uploaded by ferry to /run/ferry (hash-named), or run from there on the local machine.
 #
 # Layout: /etc/systemd/nspawn/NAME.nspawn (the unit), /var/lib/machines/NAME (root),
@@ -23,6 +24,16 @@ export PATH
 die() { echo "error: $*" >&2; exit 1; }
 
 state_dir() { echo "/var/lib/ferry/nspawn/$1"; }
+
+# write_file PATH MODE < content: atomically, never through a symlink (see `write`).
+write_file() {
+  wf_tmp=$(mktemp "$(dirname "$1")/.ferry-write.XXXXXXXX") || return 1
+  if chmod "$2" "$wf_tmp" && cat > "$wf_tmp" && mv -T -f "$wf_tmp" "$1"; then
+    return 0
+  fi
+  rm -f "$wf_tmp"
+  return 1
+}
 RUN=/run/ferry/nspawn
 CLAIMS=/var/lib/ferry/nspawn/.addresses
 profile() { echo "/nix/var/nix/profiles/per-container/$1/system"; }
@@ -206,6 +217,9 @@ write)
   # write PATH MODE < content: atomically. A zone's networkd files are written under the zone's
   # lock, so that a neighbour's destroy (which removes them with the zone's last container)
   # never removes them under a container that is joining the zone.
+  # Never through a symlink: the temporary file is created exclusively under an unpredictable
+  # name (mktemp), gets its mode before its content, and is renamed over the destination, which
+  # replaces a symlink there instead of writing through it.
   mkdir -p "$(dirname "$1")" || exit 1
   case "$1" in
     /etc/systemd/network/50-ferry-zone-*)
@@ -213,10 +227,10 @@ write)
       mkdir -p "$RUN" || exit 1
       (
         flock 9
-        cat > "$1.ferry-tmp" && chmod "$2" "$1.ferry-tmp" && mv -f "$1.ferry-tmp" "$1"
+        write_file "$1" "$2"
       ) 9>"$RUN/zone-vz-$z.lock"
       ;;
-    *) cat > "$1.ferry-tmp" && chmod "$2" "$1.ferry-tmp" && mv -f "$1.ferry-tmp" "$1" ;;
+    *) write_file "$1" "$2" ;;
   esac
   ;;
 
