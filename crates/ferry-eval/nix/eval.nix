@@ -266,13 +266,18 @@ let
       # (Without placeholder views — they broke the round with an uncatchable type error —
       # every resource that is not ready is undetermined.)
       placeholderViews = args.wantPreviews || args.wantEdges;
+      # Ready while no output at all is available (none settled, none recorded to lend): its
+      # inputs were computed with every output throwing, so they use none and have no edges —
+      # the edges view would only evaluate them (a whole NixOS system) a second time.
+      edgeless = j.success && nothingAvailable;
+      inputs = if j.success then unsafeDiscardStringContext j.value else null;
       placeholdersEvaluate = !j.success && placeholderViews && (tryEval (toJSON pv)).success;
     in
     {
       ready = j.success;
       undetermined = !j.success && !placeholdersEvaluate;
       inherit (e) file;
-      inputs = if j.success then unsafeDiscardStringContext j.value else null;
+      inherit inputs;
       context = if j.success then contextOf j.value else { };
       stable = isStable name;
       unknownInputs = if j.success then [ ] else filter (n: !(tryEval (toJSON e.decl.inputs.${n})).success) names;
@@ -282,9 +287,11 @@ let
           if r.success then mapAttrs (n: v: jsonOrNull (previewOf v (pv2.${n} or null))) pv else null;
       edges =
         if !args.wantEdges || isStable name then null
+        else if edgeless then inputs
         else jsonOrNull (edgesMode.${name}.decl.inputs or { });
       hidden =
         if !args.wantEdges || isStable name then null
+        else if edgeless then { }
         else let r = tryEval (let v = edgesMode.${name}.decl.inputs or { }; in if isAttrs v then hiddenEdges v else null);
           in if r.success then r.value else null;
     };
@@ -336,6 +343,8 @@ let
     in if !n.success then fail "${file}: `name` must not depend on resource outputs"
     else if n.value == null || isString n.value then n.value
     else fail "${file}: `name` must be a string, got ${typeOf n.value}";
+
+  nothingAvailable = args.known == { } && args.recorded == { };
 
   pendingNames = if args.pending == null then attrNames main else filter (n: hasAttr n main) args.pending;
 in

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# `ferry plan` of N real NixOS 20.09 servers (openssh, nginx, a user), each system defined
+# *inside* the deployment function (the documented pattern), against a bare `nix-instantiate`
+# of the same N toplevels, in the same run. Prints wall time (median of RUNS) and peak RSS
+# (GNU time's maximum resident set size, which covers the Nix child) with ratios.
+#   N="1 2 6" RUNS=3 bench/realnix.sh
+# FERRY_BIN=PATH uses that ferry instead of building a release one; FERRY_BASE=PATH adds a column
+# for another ferry (e.g. an older build) measured in the same run.
+# Needs ../shared/nixpkgs (evaluation only: nothing is built).
+set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+NS=${N:-"1 2"}
+RUNS=${RUNS:-3}
+TARBALL="$ROOT/../shared/nixpkgs/nixpkgs-20.09pre.tar.xz"
+[[ -f "$TARBALL" ]] || { echo "realnix: $TARBALL not found; skipped" >&2; exit 1; }
+if [[ -n "${FERRY_BIN:-}" ]]; then FERRY=$FERRY_BIN; else build_release; fi
+WORK=$(mktemp -d /tmp/ferry-realnix.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+tar -xJf "$TARBALL" -C "$WORK"
+NP="$WORK/nixpkgs"
+
+server() { # server I: a NixOS module for machine I
+    cat <<NIX
+{ boot.loader.grub.enable = false; fileSystems."/".device = "/dev/sda1";
+  networking.hostName = "m$1";
+  services.openssh.enable = true;
+  services.nginx.enable = true;
+  services.nginx.virtualHosts."m$1.example".root = "/var/www";
+  users.users.alice = { isNormalUser = true; openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAA m$1" ]; };
+}
+NIX
+}
+
+setup() { # setup N: DIR/deployment.nix and DIR/bare.nix for N machines
+    local n=$1 d="$WORK/n$1"
+    mkdir -p "$d"
+    {
+        echo "{ resources, ... }: let"
+        echo "  sys = i: m: (import $NP/nixos/lib/eval-config.nix { system = \"x86_64-linux\"; modules = [ m ]; }).config.system.build.toplevel;"
+        echo "in {"
+        for i in $(seq 1 "$n"); do
+            echo "  resources.m$i = { type = \"local.file\"; inputs = { path = \"$d/m$i\"; content = \"\${sys $i ($(server "$i"))}\"; }; };"
+        done
+        echo "}"
+    } > "$d/deployment.nix"
+    {
+        echo "let sys = m: (import $NP/nixos/lib/eval-config.nix { system = \"x86_64-linux\"; modules = [ m ]; }).config.system.build.toplevel; in ["
+        for i in $(seq 1 "$n"); do echo "  (sys ($(server "$i"))).outPath"; done
+        echo "]"
+    } > "$d/bare.nix"
+}
+
+# measure CMD...: prints "SECONDS KIB" (median wall time of RUNS, largest peak RSS)
+measure() {
+    local times=() rss=0 t r
+    for _ in $(seq 1 "$RUNS"); do
+        /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; return 1; }
+        read -r t r < "$WORK/time"
+        times+=("$t"); (( r > rss )) && rss=$r
+    done
+    printf '%s %s\n' "$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")" "$rss"
+}
+
+printf '%-4s %10s %10s %8s %12s %12s %8s' N bare_s ferry_s ratio bare_MiB ferry_MiB ratio
+[[ -n "${FERRY_BASE:-}" ]] && printf ' %10s %8s %12s' base_s ratio base_MiB
+echo
+for n in $NS; do
+    setup "$n"
+    d="$WORK/n$n"
+    read -r bt br < <(measure nix-instantiate --readonly-mode --eval --strict --json "$d/bare.nix")
+    read -r ft fr < <(cd "$d" && measure "$FERRY" plan)
+    printf '%-4s %10.2f %10.2f %8.2f %12.0f %12.0f %8.2f\n' "$n" "$bt" "$ft" \
+        "$(echo "$ft / $bt" | bc -l)" "$(echo "$br / 1024" | bc -l)" "$(echo "$fr / 1024" | bc -l)" "$(echo "$fr / $br" | bc -l)" | tr -d '\n'
+    if [[ -n "${FERRY_BASE:-}" ]]; then
+        read -r xt xr < <(cd "$d" && measure "$FERRY_BASE" plan)
+        printf ' %10.2f %8.2f %12.0f' "$xt" "$(echo "$xt / $bt" | bc -l)" "$(echo "$xr / 1024" | bc -l)"
+    fi
+    echo
+done
