@@ -62,8 +62,8 @@ measure() {
     printf '%s %s\n' "$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")" "$rss"
 }
 
-printf '%-4s %10s %10s %8s %12s %12s %8s' N bare_s ferry_s ratio bare_MiB ferry_MiB ratio
-[[ -n "${FERRY_BASE:-}" ]] && printf ' %10s %8s %12s' base_s ratio base_MiB
+printf '%-4s %10s %10s %8s %12s %12s %8s %10s %8s' N bare_s ferry_s ratio bare_MiB ferry_MiB ratio on_m1_s ratio
+[[ -n "${FERRY_BASE:-}" ]] && printf ' %10s %8s %12s %12s' base_s ratio base_MiB base_on_m1_s
 echo
 for n in $NS; do
     setup "$n"
@@ -72,9 +72,13 @@ for n in $NS; do
     read -r ft fr < <(cd "$d" && measure "$FERRY" plan)
     printf '%-4s %10.2f %10.2f %8.2f %12.0f %12.0f %8.2f\n' "$n" "$bt" "$ft" \
         "$(echo "$ft / $bt" | bc -l)" "$(echo "$br / 1024" | bc -l)" "$(echo "$fr / 1024" | bc -l)" "$(echo "$fr / $br" | bc -l)" | tr -d '\n'
+    # `--on m1`: m1 only (plus the declarations pass); its ratio is to the full plan.
+    read -r ot _ < <(cd "$d" && measure "$FERRY" plan --on m1)
+    printf ' %10.2f %8.2f' "$ot" "$(echo "$ot / $ft" | bc -l)"
     if [[ -n "${FERRY_BASE:-}" ]]; then
         read -r xt xr < <(cd "$d" && measure "$FERRY_BASE" plan)
-        printf ' %10.2f %8.2f %12.0f' "$xt" "$(echo "$xt / $bt" | bc -l)" "$(echo "$xr / 1024" | bc -l)"
+        read -r xo _ < <(cd "$d" && measure "$FERRY_BASE" plan --on m1)
+        printf ' %10.2f %8.2f %12.0f %12.2f' "$xt" "$(echo "$xt / $bt" | bc -l)" "$(echo "$xr / 1024" | bc -l)" "$xo"
     fi
     echo
 done

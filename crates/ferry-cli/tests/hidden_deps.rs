@@ -118,9 +118,10 @@ fn a_dependency_through_an_interpolated_derivation_is_recorded_by_apply() {
     assert!(apply.stdout.contains("Apply complete: 2 created"), "{}", apply.all());
     assert!(sb.read("used2").unwrap().starts_with("ssh-ed25519 "));
     assert!(!sb.exists("used") && !sb.exists("other"));
-    // Dependency depth 1: two rounds, as without hidden edges; the key's private half is
-    // sensitive, so the read-write round 2 is checked read-only first (ADR 008): three runs.
-    assert!(apply.stderr.contains("timings: 3 Nix evaluations"), "{}", apply.stderr);
+    // `--on` evaluates only what the selection needs: the declarations pass, use2, then the
+    // key its edges reach; after the key is created, use2's read-write round, checked
+    // read-only first as the key's private half is sensitive (ADR 008): five runs.
+    assert!(apply.stderr.contains("timings: 5 Nix evaluations"), "{}", apply.stderr);
     assert_eq!(deps_of(&sb, "use2"), Some(vec!["key".to_string()]));
     // Now that the .drv files exist, even the read-only graph has the edge.
     assert!(graph_has(&sb, r#""key" -> "use2" [label="publicKey -> create"];"#));
@@ -174,8 +175,8 @@ fn a_system_whose_config_holds_a_public_key_depends_on_the_key() {
     ));
     let apply = sb.ferry(&["apply", "--yes", "--on", "sys", "--timings"]).ok();
     assert!(apply.stdout.contains("Apply complete: 2 created"), "{}", apply.all());
-    // Two rounds; round 2 sees the key's sensitive half, so it is checked read-only first.
-    assert!(apply.stderr.contains("timings: 3 Nix evaluations"), "{}", apply.stderr);
+    // As above: declarations, sys, the key its edges reach, then sys's round checked first.
+    assert!(apply.stderr.contains("timings: 5 Nix evaluations"), "{}", apply.stderr);
     assert!(sb.read("authorized").unwrap().starts_with("ssh-ed25519 "));
     assert_eq!(deps_of(&sb, "sys"), Some(vec!["key".to_string()]));
     assert!(graph_has(&sb, r#""key" -> "sys" [label="publicKey -> env"];"#));

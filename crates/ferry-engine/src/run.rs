@@ -321,7 +321,8 @@ pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
             break;
         }
         // Resources computed with outputs that are about to change must be evaluated again.
-        let pending: Vec<String> = s.decls.keys().filter(|n| !s.settled.contains_key(*n)).cloned().collect();
+        let pending: Vec<String> =
+            s.decls.keys().filter(|n| in_scope(n) && !s.settled.contains_key(*n)).cloned().collect();
         decided.retain(|n, _| s.settled.contains_key(n));
         s.round(Some(pending), true)?;
     }

@@ -239,18 +239,46 @@ impl<'e> Session<'e> {
     /// First round: declarations, kinds, providers. Re-runs once if external providers
     /// brought schemas the round did not have.
     pub fn first_round(&mut self, optimistic: bool) -> Result<(), EngineError> {
-        let res = self.round(None, optimistic)?;
+        // With a selection (`--on`), the first pass reads only the declarations (cheap: no
+        // inputs are evaluated); then only the selected resources and what they need are.
+        let narrow = self.engine.cfg.selection.is_some();
+        let res = self.round(if narrow { Some(vec![]) } else { None }, optimistic)?;
         let decls = res.declarations.unwrap_or_default();
         self.deployment_name = res.deployment_name;
         self.validate_declarations(&decls)?;
         self.decls = decls;
         let before = self.schemas.len();
         self.resolve_kinds();
+        if narrow {
+            return self.narrow_rounds(optimistic);
+        }
         let waiting = self.evals.values().any(|e| e.inputs.is_none());
         if self.schemas.len() != before && waiting {
             self.round(None, optimistic)?;
         }
         Ok(())
+    }
+
+    /// Evaluates the selection and, round by round, the declared resources its edges (or the
+    /// dependencies recorded in state) reach, until nothing new is reached.
+    fn narrow_rounds(&mut self, optimistic: bool) -> Result<(), EngineError> {
+        for (name, rec) in &self.records {
+            self.deps.entry(name.clone()).or_insert_with(|| rec.dependencies.iter().cloned().collect());
+        }
+        let mut done: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let todo: Vec<String> = self
+                .selected()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| self.decls.contains_key(n) && !done.contains(n))
+                .collect();
+            if todo.is_empty() {
+                return Ok(());
+            }
+            done.extend(todo.iter().cloned());
+            self.round(Some(todo), optimistic)?;
+        }
     }
 
     fn validate_declarations(&self, decls: &BTreeMap<String, Declaration>) -> Result<(), EngineError> {
