@@ -52,6 +52,10 @@ pub struct GlobalArgs {
     /// Builds Nix runs at once (`--option max-jobs N` for every Nix invocation).
     #[arg(long = "max-jobs", value_name = "N", global = true)]
     pub max_jobs: Option<u64>,
+    /// Build everything that can be built when a build fails, instead of stopping at the first
+    /// failure (Nix's `keep-going` option). The failure is reported either way.
+    #[arg(long = "keep-going", global = true)]
+    pub keep_going: bool,
     /// Pass `--show-trace` to Nix.
     #[arg(long = "show-trace", global = true)]
     pub show_trace: bool,
@@ -495,6 +499,7 @@ impl GlobalArgs {
                     self.nix_option.chunks(2).map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default())),
                 )
                 .chain(self.max_jobs.map(|n| ("max-jobs".to_string(), n.to_string())))
+                .chain(self.keep_going.then(|| ("keep-going".to_string(), "true".to_string())))
                 .collect(),
             show_trace: self.show_trace,
             timings: self.timings,

@@ -17,6 +17,7 @@
 
 mod actions;
 pub mod build;
+mod build_log;
 mod checks;
 mod deploy;
 mod keys;
