@@ -639,6 +639,9 @@ fn container_on_a_remote_test_host() {
     assert_eq!(o["host"], format!("{}:{}", h.addr(), h.port()).trim_end_matches(":22"));
     assert!(o["hostKey"].as_str().is_some_and(|k| k.starts_with("ssh-")));
     assert_eq!(sb.ferry(&["plan"]).ok().stdout.trim(), "No changes.");
+    // Issue 13, fault 3: the test host's PATH finds busybox's nsenter first, which has no `-a`.
+    let run = sb.ferry(&["container", "run", "ct-remote", "--", "hostname"]).ok();
+    assert!(run.stdout.contains("ct-remote"), "{}", run.all());
     sb.ferry(&["destroy", "--yes"]).ok();
     assert!(!link_exists("ve-ct-remote"), "stopped: its veth is gone");
     let out = h.exec("test -e /etc/systemd/nspawn/ct-remote.nspawn && echo present || echo gone");

@@ -25,6 +25,18 @@ die() { echo "error: $*" >&2; exit 1; }
 
 state_dir() { echo "/var/lib/ferry/nspawn/$1"; }
 
+# util_nsenter: util-linux's nsenter (it has --all), wherever PATH puts another one (busybox's
+# comes first on a host whose system is busybox-based, and lacks -a).
+util_nsenter() {
+  for c in /usr/bin/nsenter /bin/nsenter /usr/sbin/nsenter /run/current-system/sw/bin/nsenter $(command -v nsenter); do
+    if [ -x "$c" ] && "$c" --help 2>&1 | grep -q -- '--all'; then
+      echo "$c"
+      return 0
+    fi
+  done
+  return 1
+}
+
 # write_file PATH MODE < content: atomically, never through a symlink (see `write`).
 write_file() {
   wf_tmp=$(mktemp "$(dirname "$1")/.ferry-write.XXXXXXXX") || return 1
@@ -374,7 +386,7 @@ reload)
   name=$1 prev=${2:-}
   l=$(leader "$name")
   [ -n "$l" ] || die "container $name is not running"
-  ns=$(command -v nsenter) || die "nsenter (util-linux) is missing on this host"
+  ns=$(util_nsenter) || die "nsenter from util-linux (with --all) is missing on this host"
   before=$(current "$name")
   log=$(mktemp) || exit 1
   inside() { PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/system/sw/bin "$ns" -t "$l" -a -- "$@"; }
@@ -407,7 +419,7 @@ exec)
   name=$1; shift
   l=$(leader "$name")
   [ -n "$l" ] || die "container $name is not running (ferry container start $name)"
-  ns=$(command -v nsenter) || die "nsenter (util-linux) is missing on this host"
+  ns=$(util_nsenter) || die "nsenter from util-linux (with --all) is missing on this host"
   PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/system/sw/bin:/bin:/usr/bin "$ns" -t "$l" -a -- "$@"
   ;;
 
