@@ -23,6 +23,14 @@ export PATH
 
 die() { echo "error: $*" >&2; exit 1; }
 
+# need_name NAME: a container name is never empty, `.`/`..` or a path, so that no
+# "/var/lib/machines/$name" below can ever be a parent directory.
+need_name() {
+  case $1 in
+    '' | . | .. | */* | -*) die "invalid container name '$1'" ;;
+  esac
+}
+
 state_dir() { echo "/var/lib/ferry/nspawn/$1"; }
 
 # util_nsenter: util-linux's nsenter (it has --all), wherever PATH puts another one (busybox's
@@ -458,6 +466,7 @@ list)
 destroy)
   # destroy NAME PURGE(yes|no): stop first; remove the unit, network files, profile, GC roots and
   # address claims; the root directory too with PURGE.
+  need_name "$1"
   name=$1 purge=$2 s=$(state_dir "$1")
   [ -f "$s/net.env" ] && . "$s/net.env"
   rm -f "/etc/systemd/nspawn/$name.nspawn" "/etc/systemd/network/50-ferry-ct-$name.network"
