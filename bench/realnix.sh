@@ -62,7 +62,7 @@ measure() {
     printf '%s %s\n' "$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")" "$rss"
 }
 
-printf '%-4s %10s %10s %8s %12s %12s %8s %10s %8s' N bare_s ferry_s ratio bare_MiB ferry_MiB ratio on_m1_s ratio
+printf '%-4s %10s %10s %8s %12s %12s %8s %10s %8s %12s %8s %10s' N bare_s ferry_s ratio bare_MiB ferry_MiB ratio on_m1_s ratio jobs2_s ratio jobs2_MiB
 [[ -n "${FERRY_BASE:-}" ]] && printf ' %10s %8s %12s %12s' base_s ratio base_MiB base_on_m1_s
 echo
 for n in $NS; do
@@ -75,6 +75,9 @@ for n in $NS; do
     # `--on m1`: m1 only (plus the declarations pass); its ratio is to the full plan.
     read -r ot _ < <(cd "$d" && measure "$FERRY" plan --on m1)
     printf ' %10.2f %8.2f' "$ot" "$(echo "$ot / $ft" | bc -l)"
+    # Two evaluator workers (chunks of at most 4 resources each).
+    read -r jt jr < <(cd "$d" && measure "$FERRY" plan --eval-jobs 2)
+    printf ' %12.2f %8.2f %10.0f' "$jt" "$(echo "$jt / $bt" | bc -l)" "$(echo "$jr / 1024" | bc -l)"
     if [[ -n "${FERRY_BASE:-}" ]]; then
         read -r xt xr < <(cd "$d" && measure "$FERRY_BASE" plan)
         read -r xo _ < <(cd "$d" && measure "$FERRY_BASE" plan --on m1)

@@ -56,6 +56,11 @@ pub struct GlobalArgs {
     /// failure (Nix's `keep-going` option). The failure is reported either way.
     #[arg(long = "keep-going", global = true)]
     pub keep_going: bool,
+    /// Evaluator worker processes: each round's resources are evaluated in chunks (at most 4
+    /// resources each, so a worker's memory is bounded by its chunk) by up to N
+    /// `nix-instantiate` processes at once. Default 1 (one process).
+    #[arg(long = "eval-jobs", value_name = "N", global = true)]
+    pub eval_jobs: Option<usize>,
     /// Pass `--show-trace` to Nix.
     #[arg(long = "show-trace", global = true)]
     pub show_trace: bool,
@@ -450,6 +455,7 @@ pub struct Resolved {
     pub quiet: bool,
     pub log_format: LogFormat,
     pub nix_options: Vec<(String, String)>,
+    pub eval_jobs: usize,
     pub show_trace: bool,
     pub timings: bool,
     pub lock_timeout: Option<Duration>,
@@ -502,6 +508,7 @@ impl GlobalArgs {
                 .chain(self.keep_going.then(|| ("keep-going".to_string(), "true".to_string())))
                 .collect(),
             show_trace: self.show_trace,
+            eval_jobs: self.eval_jobs.unwrap_or(1).max(1),
             timings: self.timings,
             lock_timeout: self.lock_timeout.filter(|&s| s > 0).map(Duration::from_secs),
             timeout: Duration::from_secs(self.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT_SECS)),

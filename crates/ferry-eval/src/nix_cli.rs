@@ -19,7 +19,13 @@ pub struct NixSettings {
     /// `--option NAME VALUE` pairs (e.g. `substituters ""`).
     pub options: Vec<(String, String)>,
     pub show_trace: bool,
+    /// Evaluator worker processes per round (`--eval-jobs`); 0 or 1: one process.
+    pub eval_jobs: usize,
 }
+
+/// Most resources one worker process evaluates: a worker's memory is bounded by its chunk (a
+/// few NixOS systems), not by the fleet.
+const CHUNK_MAX: usize = 4;
 
 impl NixSettings {
     fn apply(&self, cmd: &mut Command) {
@@ -134,8 +140,101 @@ impl NixCli {
 /// The marker of ferry's own "not known yet" throw (`pending` in eval.nix).
 const PENDING_MARKER: &str = "ferry-pending:";
 
+impl NixCli {
+    /// A round split across `eval_jobs` worker processes: the pending resources (all declared
+    /// ones, named by a declarations-only pass, when `pending` is `None`) in chunks of at most
+    /// `CHUNK_MAX`, each evaluated by its own `nix-instantiate`, `eval_jobs` at a time; the
+    /// results merged. Each chunk is a complete round for its resources (readiness, previews,
+    /// edges are per resource), so the merge is a union.
+    fn round_split(&self, req: &RoundRequest) -> Result<RoundResult, EvalError> {
+        let jobs = self.settings.eval_jobs.max(1);
+        let mut head = None;
+        let names = match &req.pending {
+            Some(p) => p.clone(),
+            None => {
+                let decl = RoundRequest {
+                    pending: Some(vec![]),
+                    want_previews: false,
+                    want_edges: false,
+                    write_drvs: false,
+                    ..req.clone()
+                };
+                let r = self.round_one(&decl)?;
+                let names = r.names.clone();
+                head = Some(r);
+                names
+            }
+        };
+        if jobs < 2 || names.len() < 2 {
+            return self.round_one(req);
+        }
+        let size = names.len().div_ceil(jobs).clamp(1, CHUNK_MAX);
+        let chunks: Vec<Vec<String>> = names.chunks(size).map(<[String]>::to_vec).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let outs: Mutex<Vec<(usize, Result<RoundResult, EvalError>)>> = Mutex::new(Vec::new());
+        std::thread::scope(|sc| {
+            for _ in 0..jobs.min(chunks.len()) {
+                sc.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(chunk) = chunks.get(i) else { break };
+                    let sub = RoundRequest {
+                        pending: Some(chunk.clone()),
+                        want_declarations: req.want_declarations && head.is_none() && i == 0,
+                        ..req.clone()
+                    };
+                    let r = self.round_one(&sub);
+                    outs.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
+                });
+            }
+        });
+        let mut outs = outs.into_inner().unwrap_or_else(|e| e.into_inner());
+        outs.sort_by_key(|(i, _)| *i);
+        let mut merged = head.unwrap_or_else(|| RoundResult { names: names.clone(), ..Default::default() });
+        if !req.want_declarations {
+            merged.declarations = None;
+            merged.deployment_name = None;
+        }
+        for (_, r) in outs {
+            let r = r?;
+            if r.declarations.is_some() {
+                merged.declarations = r.declarations;
+                merged.deployment_name = r.deployment_name;
+            }
+            merged.results.extend(r.results);
+            merged.failures.extend(r.failures);
+        }
+        Ok(merged)
+    }
+}
+
 impl Evaluator for NixCli {
     fn round(&self, req: &RoundRequest) -> Result<RoundResult, EvalError> {
+        if self.settings.eval_jobs > 1 {
+            self.round_split(req)
+        } else {
+            self.round_one(req)
+        }
+    }
+
+    fn probe(&self, req: &RoundRequest, name: &str, input: Option<&str>) -> Result<Probe, EvalError> {
+        self.probe_one(req, name, input)
+    }
+
+    fn input_names(&self, req: &RoundRequest, name: &str) -> Result<Vec<String>, EvalError> {
+        self.input_names_one(req, name)
+    }
+
+    fn realise(&self, context: &BTreeMap<String, Vec<String>>) -> Result<Vec<String>, EvalError> {
+        self.realise_one(context)
+    }
+
+    fn stats(&self) -> EvalStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl NixCli {
+    fn round_one(&self, req: &RoundRequest) -> Result<RoundResult, EvalError> {
         // Sensitive outputs are marked so that a derivation built from one fails to
         // instantiate (eval.nix `markSensitive`). The marker works only read-only: in
         // read-write mode Nix checks a context's paths as soon as it is made. So a round that
@@ -158,7 +257,7 @@ impl Evaluator for NixCli {
         decode_round(&self.instantiate(req, &Unmarked { req, mark_sensitive: false })?, &self.drvs)
     }
 
-    fn probe(&self, req: &RoundRequest, name: &str, input: Option<&str>) -> Result<Probe, EvalError> {
+    fn probe_one(&self, req: &RoundRequest, name: &str, input: Option<&str>) -> Result<Probe, EvalError> {
         match self.probe_raw(req, name, input) {
             Ok(_) => Ok(Probe::Ready),
             Err(EvalError::Nix { message, user: false }) if is_pending_throw(&message) => Ok(Probe::Pending),
@@ -167,7 +266,7 @@ impl Evaluator for NixCli {
         }
     }
 
-    fn input_names(&self, req: &RoundRequest, name: &str) -> Result<Vec<String>, EvalError> {
+    fn input_names_one(&self, req: &RoundRequest, name: &str) -> Result<Vec<String>, EvalError> {
         #[derive(Deserialize)]
         struct Names {
             names: Vec<String>,
@@ -178,7 +277,7 @@ impl Evaluator for NixCli {
         Ok(n.names)
     }
 
-    fn realise(&self, context: &BTreeMap<String, Vec<String>>) -> Result<Vec<String>, EvalError> {
+    fn realise_one(&self, context: &BTreeMap<String, Vec<String>>) -> Result<Vec<String>, EvalError> {
         if context.is_empty() {
             return Ok(vec![]);
         }
@@ -200,10 +299,6 @@ impl Evaluator for NixCli {
             s.build_time += start.elapsed();
         }
         Ok(String::from_utf8_lossy(&out?).lines().map(str::to_string).collect())
-    }
-
-    fn stats(&self) -> EvalStats {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

@@ -134,7 +134,11 @@ impl Context {
             rebind: self.guards.rebind,
             allow_destroy_all: self.guards.allow_destroy_all,
         };
-        let eval = NixCli::new(NixSettings { options: o.nix_options.clone(), show_trace: o.show_trace })?;
+        let eval = NixCli::new(NixSettings {
+            options: o.nix_options.clone(),
+            show_trace: o.show_trace,
+            eval_jobs: o.eval_jobs,
+        })?;
         Ok(Engine::new(cfg, Arc::new(eval), progress.clone()))
     }
 
