@@ -70,6 +70,9 @@ pub fn default_state_path(file: &Path) -> PathBuf {
 pub struct StateStore {
     conn: Connection,
     path: PathBuf,
+    /// Resource rows were replaced this session (old outputs, maybe secrets, sit in the WAL):
+    /// checkpoint on close.
+    replaced: std::cell::Cell<bool>,
 }
 
 impl StateStore {
@@ -88,7 +91,7 @@ impl StateStore {
 
     fn open_inner(path: &Path, create: bool) -> Result<StateStore, StateError> {
         let conn = schema::open_connection(path, create)?;
-        Ok(StateStore { conn, path: path.to_owned() })
+        Ok(StateStore { conn, path: path.to_owned(), replaced: std::cell::Cell::new(false) })
     }
 
     /// The database file.
@@ -135,10 +138,12 @@ impl StateStore {
 }
 
 impl Drop for StateStore {
-    /// Folds the WAL into the database and truncates it, so old page images (replaced outputs,
-    /// secrets among them) do not stay in the side file. Best effort: errors cannot be reported
+    /// After resource rows were replaced, folds the WAL into the database and truncates it, so
+    /// old page images (replaced outputs, secrets among them) do not stay in the side file. Best effort: errors cannot be reported
     /// here, and a busy reader only delays it to the next close.
     fn drop(&mut self) {
-        let _ = schema::checkpoint(&self.conn, &self.path);
+        if self.replaced.get() {
+            let _ = schema::checkpoint(&self.conn, &self.path);
+        }
     }
 }

@@ -332,6 +332,7 @@ impl StateStore {
         let message = format!("{op} succeeded");
         self.append_event(&tx, Some(run), Some(name), &op, "ok", &message)?;
         tx.commit().map_err(sql_err(&self.path))?;
+        self.replaced.set(true);
         if intent.op == Op::Delete {
             // What the deleted row held (secrets among it) must not linger in the WAL.
             crate::schema::checkpoint(&self.conn, &self.path)?;
@@ -379,7 +380,9 @@ impl StateStore {
             return Err(StateError::UnknownResource { path: self.path.clone(), name: name.to_owned() });
         }
         self.append_event(&tx, Some(run), Some(name), "read", "refresh", "outputs refreshed")?;
-        tx.commit().map_err(sql_err(&self.path))
+        tx.commit().map_err(sql_err(&self.path))?;
+        self.replaced.set(true);
+        Ok(())
     }
 
     /// Records the `protect` flag of `name` (set or cleared in the deployment without any

@@ -111,6 +111,7 @@ impl StateStore {
         let message = format!("imported {} resources, replacing {replaced}", records.len());
         self.append_event(&tx, None, None, "import", "import", &message)?;
         tx.commit().map_err(sql_err(&self.path))?;
+        self.replaced.set(true);
         Ok(records.len())
     }
 }
