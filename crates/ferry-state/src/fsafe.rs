@@ -170,29 +170,22 @@ pub(crate) fn prepare_dir(dir: &Path, create: bool) -> Result<(), StateError> {
 /// ownership), by renaming a fresh private file over it.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     use std::io::Write;
-    let target = match std::fs::symlink_metadata(path) {
+    match std::fs::symlink_metadata(path) {
         Ok(meta) => {
             check_meta(path, &meta)?;
-            let mut tmp = path.as_os_str().to_owned();
-            tmp.push(format!(".tmp-{}", std::process::id()));
-            PathBuf::from(tmp)
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => path.to_owned(),
-        Err(e) => return Err(io_err(path)(e)),
-    };
-    let mut file = create_exclusive(&target)?;
-    let written = file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_err(&target));
-    let result = written.and_then(|()| {
-        if target != path {
-            std::fs::rename(&target, path).map_err(io_err(path))
-        } else {
+            let dir = parent_or_dot(path);
+            let mut tmp =
+                tempfile::Builder::new().prefix(".ferry-export-").tempfile_in(&dir).map_err(io_err(&dir))?;
+            tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all()).map_err(io_err(tmp.path()))?;
+            tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
             Ok(())
         }
-    });
-    if result.is_err() && target != path {
-        let _ = std::fs::remove_file(&target);
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let mut file = create_exclusive(path)?;
+            file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_err(path))
+        }
+        Err(e) => Err(io_err(path)(e)),
     }
-    result
 }
 
 fn parent_or_dot(dir: &Path) -> PathBuf {

@@ -153,19 +153,17 @@ fn enable_wal(conn: &Connection, path: &Path) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Builds a new database under a private temporary name beside `path` and hard-links it into
-/// place; if another process linked its own first, theirs is used.
+/// Builds a new database under a private temporary name beside `path` (created exclusively,
+/// mode 0600, unpredictable) and hard-links it into place; if another process linked its own
+/// first, theirs is used.
 fn create_database(path: &Path) -> Result<(), StateError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".new-{}-{:x}", std::process::id(), rand_suffix()));
-    let tmp = PathBuf::from(tmp);
-    let cleanup = |p: &Path| {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let _ = std::fs::remove_file(sibling(p, suffix));
-        }
-    };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".ferry-new-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?
+        .into_temp_path();
     let result = (|| {
-        drop(fsafe::create_exclusive(&tmp)?);
         let conn = connect(&tmp)?;
         enable_wal(&conn, &tmp)?;
         migrate(&conn, &tmp)?;
@@ -176,17 +174,10 @@ fn create_database(path: &Path) -> Result<(), StateError> {
             Err(e) => Err(io_err(path)(e)),
         }
     })();
-    cleanup(&tmp);
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(sibling(&tmp, suffix));
+    }
     result
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }
 
 /// Moves everything in the write-ahead log into the database and truncates the log, so content
