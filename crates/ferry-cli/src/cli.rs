@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ferry_eval::flake::FlakeRef;
 
 /// ferry: declarative deployments for Nix.
 #[derive(Debug, Parser)]
@@ -23,9 +24,13 @@ pub struct Cli {
 /// Flags accepted by every subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// The deployment file.
+    /// The deployment file, or a flake deployment DIR#NAME (as --flake).
     #[arg(short = 'f', long = "file", value_name = "PATH", global = true)]
     pub file: Option<PathBuf>,
+    /// A flake deployment: output ferryDeployments.NAME of the flake in DIR (`.#prod`; NAME
+    /// defaults to `default`). Inputs are pinned by its flake.lock.
+    #[arg(long = "flake", value_name = "DIR#NAME", global = true, conflicts_with = "file")]
+    pub flake: Option<String>,
     /// The state database [default: <dir of file>/.ferry/state.db for deployment.nix,
     /// <dir of file>/.ferry/NAME.state.db for NAME.nix].
     #[arg(long = "state", value_name = "PATH", global = true)]
@@ -447,7 +452,12 @@ pub const DEFAULT_CALL_TIMEOUT_SECS: u64 = 600;
 /// Global flags with defaults filled in and paths made absolute.
 #[derive(Debug, Clone)]
 pub struct Resolved {
+    /// The deployment file; for a flake deployment its label `DIR/flake.nix#NAME`.
     pub file: PathBuf,
+    /// A flake deployment (`--flake`, or `-f DIR#NAME`).
+    pub flake: Option<FlakeRef>,
+    /// Why the flake reference given is not one.
+    pub flake_error: Option<String>,
     pub state: PathBuf,
     /// `--state` was given (not the default beside the file).
     pub state_given: bool,
@@ -483,10 +493,24 @@ fn env_nix_options() -> Vec<(String, String)> {
 impl GlobalArgs {
     /// Fill in defaults relative to `cwd`.
     pub fn resolve(&self, cwd: &Path) -> Resolved {
-        let file = absolute(cwd, self.file.as_deref().unwrap_or(Path::new("deployment.nix")));
-        let state = match &self.state {
-            Some(p) => absolute(cwd, p),
-            None => ferry_state::default_state_path(&file),
+        let flake_arg = self.flake.clone().or_else(|| {
+            let f = self.file.as_deref()?;
+            let s = f.to_str()?;
+            (s.contains('#') && !absolute(cwd, f).is_file()).then(|| s.to_string())
+        });
+        let (flake, flake_error) = match flake_arg.map(|s| FlakeRef::parse(&s, cwd)) {
+            Some(Ok(r)) => (Some(r), None),
+            Some(Err(e)) => (None, Some(e.to_string())),
+            None => (None, None),
+        };
+        let file = match &flake {
+            Some(r) => r.label(),
+            None => absolute(cwd, self.file.as_deref().unwrap_or(Path::new("deployment.nix"))),
+        };
+        let state = match (&self.state, &flake) {
+            (Some(p), _) => absolute(cwd, p),
+            (None, Some(r)) => r.dir.join(".ferry").join(format!("flake-{}.state.db", r.attr)),
+            (None, None) => ferry_state::default_state_path(&file),
         };
         let jobs = match self.jobs {
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
@@ -494,6 +518,8 @@ impl GlobalArgs {
         };
         Resolved {
             file,
+            flake,
+            flake_error,
             state,
             state_given: self.state.is_some(),
             verbose: self.verbose,

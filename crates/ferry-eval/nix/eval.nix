@@ -39,70 +39,9 @@ let
     mapAttrs (o: v: if builtins.elem o sens && isString v
       then builtins.appendContext v { ${markerOf name o} = { outputs = [ "out" ]; }; } else v) outs;
 
-  # ---------------------------------------------------------------- modules and imports
-
-  callModule = resources: file: m:
-    let
-      v = if isFunction m then m { inherit resources ferry; } else m;
-    in
-    if isAttrs v then checkShape file v
-    else fail "${file} must evaluate to an attribute set or a function returning one, got ${typeOf v}";
-
-  # A module may set only the attributes ferry defines; anything else is a typo that would
-  # otherwise drop resources silently (and so destroy them).
-  moduleAttrs = [ "resources" "imports" "name" ];
-  checkShape = file: v:
-    let unknown = filter (a: !(builtins.elem a moduleAttrs)) (attrNames v);
-    in if unknown == [ ] then v
-    else
-      let
-        a = head unknown;
-        near = filter (k: distance a k <= 2) moduleAttrs;
-        hint = if near == [ ] then "" else " (did you mean `${head near}`?)";
-      in fail "${file}: unknown attribute `${a}`${hint}; a deployment or module sets only ${builtins.concatStringsSep ", " (map (k: "`${k}`") moduleAttrs)}";
-
-  # Levenshtein distance of two short strings (for "did you mean").
-  distance = a: b:
-    let
-      la = builtins.stringLength a;
-      lb = builtins.stringLength b;
-      ch = s: i: builtins.substring i 1 s;
-      min3 = x: y: z: let m = if x < y then x else y; in if m < z then m else z;
-      row = prev: i:
-        builtins.foldl'
-          (acc: j:
-            acc ++ [ (min3 (elemAt prev (j + 1) + 1) (elemAt acc j + 1)
-              (elemAt prev j + (if ch a i == ch b j then 0 else 1))) ])
-          [ (i + 1) ] (genList (j: j) lb);
-      last = builtins.foldl' row (genList (j: j) (lb + 1)) (genList (i: i) la);
-    in elemAt last lb;
-
-  modulesFor = resources:
-    let
-      mk = key: file: value: { inherit key file; module = callModule resources file value; };
-      fromImport = parent: i: x:
-        if isPath x || isString x then mk (toString x) (toString x) (import x)
-        else mk "${parent.key}#imports.${toString i}" "${parent.file} (imports[${toString i}])" x;
-      expand = item:
-        let imps = item.module.imports or [ ];
-        in if !isList imps then fail "${item.file}: `imports` must be a list"
-        else genList (i: fromImport item i (elemAt imps i)) (length imps);
-      items = builtins.genericClosure {
-        startSet = [ (mk (toString args.file) (toString args.file) (import args.file)) ];
-        operator = expand;
-      };
-    in items;
-
-  declsFor = resources:
-    let
-      entries = concatMap
-        (m:
-          let rs = m.module.resources or { };
-          in if !isAttrs rs then fail "${m.file}: `resources` must be an attribute set"
-          else map (name: { inherit name; inherit (m) file; decl = rs.${name}; }) (attrNames rs))
-        (modulesFor resources);
-      byName = groupBy (e: e.name) entries;
-    in mapAttrs (name: es: head es // { files = map (e: e.file) es; }) byName;
+  # Where the deployment comes from (file or flake) and its shapes (plain, modules): load.nix.
+  load = import ./load.nix { inherit args ferry fail; };
+  inherit (load) declsFor;
 
   # A fixpoint of the deployment where `outputsOf name entry` supplies resources.NAME.
   fix = outputsOf:
@@ -296,50 +235,55 @@ let
           in if r.success then r.value else null;
     };
 
+  # `ep`: the same resource with every output a placeholder. A declaration that fails with
+  # outputs pending but evaluates with placeholders depends on outputs; one that fails with
+  # placeholders too is the user's error (a throw, a module-system type error), forced here
+  # uncaught so Nix shows its own message.
   declOf = name: e:
     let
       d = e.decl;
+      dp = edgesMode.${name}.decl;
       file = e.file;
       where = "resource `${name}` (${file})";
-      str = attr: v:
+      str = attr: v: vp:
         let t = tryEval v;
-        in if !t.success then fail "${where}: `${attr}` must not depend on resource outputs"
-        else t.value;
+        in if t.success then t.value
+        else if (tryEval (builtins.deepSeq vp vp)).success then fail "${where}: `${attr}` must not depend on resource outputs"
+        else builtins.deepSeq vp (fail "${where}: `${attr}` failed to evaluate");
       type =
         if !(d ? type) then fail "${where} has no `type`; set e.g. type = \"local.file\";"
-        else let t = str "type" d.type; in
+        else let t = str "type" d.type dp.type; in
           if isString t then t else fail "${where}: `type` must be a string like \"local.file\", got ${typeOf t}";
       provider =
-        if !(d ? provider) then null
-        else let p = str "provider" d.provider; in
-          if !isAttrs p || !(p ? executable) then fail "${where}: `provider` must be { executable = ...; args = [ ]; }"
-          else let
-            exe = str "provider.executable" "${p.executable}";
-            pargs = str "provider.args" (map (a: "${toString a}") (p.args or [ ]));
-          in {
-            executable = unsafeDiscardStringContext exe;
-            args = map unsafeDiscardStringContext pargs;
-            context = contextOf (exe + toString pargs);
-          };
+        let p = str "provider" (d.provider or null) (dp.provider or null); in
+        if p == null then null
+        else if !isAttrs p || !(p ? executable) then fail "${where}: `provider` must be { executable = ...; args = [ ]; }"
+        else let
+          exe = str "provider.executable" "${p.executable}" "${dp.provider.executable}";
+          pargs = str "provider.args" (map (a: "${toString a}") (p.args or [ ])) (map (a: "${toString a}") (dp.provider.args or [ ]));
+        in {
+          executable = unsafeDiscardStringContext exe;
+          args = map unsafeDiscardStringContext pargs;
+          context = contextOf (exe + toString pargs);
+        };
     in
     if !isAttrs d then fail "${where} must be an attribute set with `type` and `inputs`"
     else {
       inherit file type provider;
       files = e.files;
-      tags = let t = str "tags" (d.tags or [ ]); in
+      tags = let t = str "tags" (d.tags or [ ]) (dp.tags or [ ]); in
         if isList t then t else fail "${where}: `tags` must be a list of strings";
-      timeout = str "timeout" (d.timeout or null);
-      protect = let p = str "protect" (d.protect or false); in
+      timeout = str "timeout" (d.timeout or null) (dp.timeout or null);
+      protect = let p = str "protect" (d.protect or false) (dp.protect or false); in
         if builtins.isBool p then p else fail "${where}: `protect` must be true or false, got ${typeOf p}";
       unknownAttrs = attrNames (removeAttrs d [ "type" "inputs" "provider" "tags" "timeout" "protect" ]);
     };
 
-  # The top file's `name` (the deployment's name, recorded in state), or null.
+  # The top-level `name` (the deployment's name, recorded in state), or null.
   deploymentName =
     let
-      file = toString args.file;
-      top = callModule (mapAttrs (n: e: pending n) declMode) file (import args.file);
-      n = tryEval (top.name or null);
+      file = load.topFile;
+      n = tryEval (load.nameWith (mapAttrs (n: e: pending n) declMode));
     in if !n.success then fail "${file}: `name` must not depend on resource outputs"
     else if n.value == null || isString n.value then n.value
     else fail "${file}: `name` must be a string, got ${typeOf n.value}";

@@ -8,6 +8,7 @@
 //! only evaluates and realises. It never writes `.drv` files unless asked (`write_drvs`).
 
 mod drv;
+pub mod flake;
 mod nix_cli;
 mod placeholder;
 

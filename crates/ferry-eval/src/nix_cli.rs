@@ -10,6 +10,8 @@ use std::time::Instant;
 
 const EVAL_NIX: &str = include_str!("../nix/eval.nix");
 const LIB_NIX: &str = include_str!("../nix/lib.nix");
+const LOAD_NIX: &str = include_str!("../nix/load.nix");
+const MODULES_NIX: &str = include_str!("../nix/modules.nix");
 const PROCESSES_NIX: &str = include_str!("../nix/processes.nix");
 const PROCESSES_IMAGE_NIX: &str = include_str!("../nix/processes-image.nix");
 
@@ -21,6 +23,8 @@ pub struct NixSettings {
     pub show_trace: bool,
     /// Evaluator worker processes per round (`--eval-jobs`); 0 or 1: one process.
     pub eval_jobs: usize,
+    /// A flake deployment's locked source ([`crate::flake::lock`]); `None`: the file.
+    pub flake: Option<crate::flake::FlakeSource>,
 }
 
 /// Most resources one worker process evaluates: a worker's memory is bounded by its chunk (a
@@ -34,6 +38,9 @@ impl NixSettings {
         }
         if self.show_trace {
             cmd.arg("--show-trace");
+        }
+        if self.flake.is_some() {
+            cmd.arg("--extra-experimental-features").arg(crate::flake::FEATURES);
         }
     }
 }
@@ -57,6 +64,8 @@ impl NixCli {
             .tempdir()?;
         std::fs::write(dir.path().join("eval.nix"), EVAL_NIX)?;
         std::fs::write(dir.path().join("lib.nix"), LIB_NIX)?;
+        std::fs::write(dir.path().join("load.nix"), LOAD_NIX)?;
+        std::fs::write(dir.path().join("modules.nix"), MODULES_NIX)?;
         std::fs::write(dir.path().join("processes.nix"), PROCESSES_NIX)?;
         std::fs::write(dir.path().join("processes-image.nix"), PROCESSES_IMAGE_NIX)?;
         Ok(NixCli {
@@ -69,12 +78,19 @@ impl NixCli {
     }
 
     fn write_args(&self, req: &impl Serialize) -> Result<std::path::PathBuf, EvalError> {
+        #[derive(Serialize)]
+        struct Args<'a, T: Serialize> {
+            #[serde(flatten)]
+            req: &'a T,
+            flake: Option<&'a crate::flake::FlakeSource>,
+        }
+        let req = Args { req, flake: self.settings.flake.as_ref() };
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.path().join(format!("args-{n}.json"));
         let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
         // Buffered: serde_json writes token by token, one syscall each on a bare File.
         let mut f = std::io::BufWriter::new(f);
-        serde_json::to_writer(&mut f, req).map_err(|e| EvalError::Protocol(e.to_string()))?;
+        serde_json::to_writer(&mut f, &req).map_err(|e| EvalError::Protocol(e.to_string()))?;
         f.flush()?;
         Ok(path)
     }

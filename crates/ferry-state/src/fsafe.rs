@@ -103,6 +103,21 @@ pub(crate) fn create_exclusive(path: &Path) -> Result<File, StateError> {
         })
 }
 
+/// A new `.ferry` directory gets a `.gitignore` of everything in it: state never lands in a
+/// commit by `git add -A`, nor in the Nix store through a git flake (only tracked files are).
+fn ignore_in_git(dir: &Path) -> Result<(), StateError> {
+    let path = dir.join(".gitignore");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    std::io::Write::write_all(&mut f, b"# ferry's state: secrets, never committed\n*\n")
+        .map_err(io_err(&path))
+}
+
 /// Makes sure `dir` (the directory the state lives in) is one nobody else can swap files in,
 /// creating it with mode 0700 if missing. ferry's own `.ferry` directory must be ours and is
 /// kept 0700; any other directory must be ours or root's, and if others may write to it, it
@@ -116,12 +131,15 @@ pub(crate) fn prepare_dir(dir: &Path, create: bool) -> Result<(), StateError> {
                 .mode(0o700)
                 .create(parent_or_dot(dir))
                 .map_err(io_err(dir))?;
-            match std::fs::create_dir(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            let created = match std::fs::create_dir(dir) {
+                Ok(()) => true,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
                 Err(e) => return Err(io_err(dir)(e)),
-            }
+            };
             std::fs::set_permissions(dir, Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+            if created && dir.file_name().is_some_and(|n| n == OWN_DIR) {
+                ignore_in_git(dir)?;
+            }
             return prepare_dir(dir, false);
         }
         Err(e) => return Err(io_err(dir)(e)),

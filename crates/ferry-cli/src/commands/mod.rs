@@ -65,6 +65,9 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
     if let Some(on) = &ctx.opts.on {
         Selection::parse(on).map_err(usage)?;
     }
+    if let Some(e) = &ctx.opts.flake_error {
+        return Err(usage(e.clone()));
+    }
     match cli.command {
         Command::Plan(a) => plan::run(&ctx, a.json),
         Command::Apply(a) => apply::run(&ctx, a.confirm.yes),
@@ -134,10 +137,18 @@ impl Context {
             rebind: self.guards.rebind,
             allow_destroy_all: self.guards.allow_destroy_all,
         };
+        let flake = match &o.flake {
+            Some(r) => {
+                self.check_flake_state(r)?;
+                Some(ferry_eval::flake::lock(r, &o.nix_options)?)
+            }
+            None => None,
+        };
         let eval = NixCli::new(NixSettings {
             options: o.nix_options.clone(),
             show_trace: o.show_trace,
             eval_jobs: o.eval_jobs,
+            flake,
         })?;
         Ok(Engine::new(cfg, Arc::new(eval), progress.clone()))
     }
@@ -167,11 +178,42 @@ impl Context {
 
     /// The deployment file must exist (for verbs that evaluate it): a usage error otherwise.
     pub fn require_file(&self) -> anyhow::Result<()> {
+        if let Some(r) = &self.opts.flake {
+            if r.dir.join("flake.nix").is_file() {
+                return Ok(());
+            }
+            return Err(usage(format!("no flake.nix in {}; pass --flake DIR#NAME", r.dir.display())));
+        }
         let f = &self.opts.file;
         if f.is_file() {
             return Ok(());
         }
         Err(usage(format!("no deployment file at {}; pass -f FILE (default: ./deployment.nix)", f.display())))
+    }
+
+    /// Nix copies a flake that is not in git whole into the world-readable store, so no
+    /// ferry state (its secrets) may lie inside it: refused before Nix runs. In a git work
+    /// tree only tracked files are copied, and `.ferry/` holds a `.gitignore` of everything.
+    fn check_flake_state(&self, r: &ferry_eval::flake::FlakeRef) -> anyhow::Result<()> {
+        if r.in_git() {
+            return Ok(());
+        }
+        let own = r.dir.join(".ferry");
+        let inside = if self.opts.state.starts_with(&r.dir) {
+            Some(self.opts.state.clone())
+        } else if own.exists() {
+            Some(own)
+        } else {
+            None
+        };
+        match inside {
+            None => Ok(()),
+            Some(p) => Err(usage(format!(
+                "the state {} lies inside the flake {}, which is not in a git repository: Nix copies such a flake whole into the world-readable Nix store, secrets and all. Keep the state outside it (--state PATH), or make the flake a git repository (`git init`; ferry's .ferry/ is ignored)",
+                p.display(),
+                r.dir.display()
+            ))),
+        }
     }
 
     /// `--timings`: one line on stderr.
