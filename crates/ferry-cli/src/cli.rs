@@ -63,9 +63,10 @@ pub struct GlobalArgs {
     pub keep_going: bool,
     /// Evaluator worker processes: each round's resources are evaluated in chunks (at most 4
     /// resources each, so a worker's memory is bounded by its chunk) by up to N
-    /// `nix-instantiate` processes at once. Default 1 (one process).
-    #[arg(long = "eval-jobs", value_name = "N", global = true)]
-    pub eval_jobs: Option<usize>,
+    /// `nix-instantiate` processes at once. `auto`: one per core, as many as free memory
+    /// allows (1.5 GiB each). Default 1 (one process).
+    #[arg(long = "eval-jobs", value_name = "N|auto", value_parser = parse_eval_jobs, global = true)]
+    pub eval_jobs: Option<EvalJobs>,
     /// Pass `--show-trace` to Nix.
     #[arg(long = "show-trace", global = true)]
     pub show_trace: bool,
@@ -91,6 +92,20 @@ pub struct GlobalArgs {
     /// Only these resources (and what they need): comma-separated globs and @tags.
     #[arg(long = "on", value_name = "SEL", global = true)]
     pub on: Option<String>,
+}
+
+/// `--eval-jobs`: a number of workers, or `auto` (from cores and free memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalJobs {
+    N(usize),
+    Auto,
+}
+
+fn parse_eval_jobs(s: &str) -> Result<EvalJobs, String> {
+    match s {
+        "auto" => Ok(EvalJobs::Auto),
+        n => n.parse().map(EvalJobs::N).map_err(|_| format!("`{n}` is neither a number nor `auto`")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -534,7 +549,11 @@ impl GlobalArgs {
                 .chain(self.keep_going.then(|| ("keep-going".to_string(), "true".to_string())))
                 .collect(),
             show_trace: self.show_trace,
-            eval_jobs: self.eval_jobs.unwrap_or(1).max(1),
+            eval_jobs: match self.eval_jobs {
+                None => 1,
+                Some(EvalJobs::N(n)) => n.max(1),
+                Some(EvalJobs::Auto) => ferry_eval::auto_eval_jobs(),
+            },
             timings: self.timings,
             lock_timeout: self.lock_timeout.filter(|&s| s > 0).map(Duration::from_secs),
             timeout: Duration::from_secs(self.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT_SECS)),

@@ -18,6 +18,10 @@
 //!   stands for the sandbox, so the guide reads as if run in `/tmp/ferry-guide`, and
 //!   `/path/to/ferry` stands for this repository's root (so a page can import
 //!   `/path/to/ferry/crates/ferry-testkit/nix`, the test systems).
+//! - `/path/to/nixpkgs` stands for the real nixpkgs (20.09, `ferry_testkit::nixpkgs`): a page
+//!   that mentions it evaluates NixOS and the module system, and plans only what uses it
+//!   (nothing from it can be built offline). Without the tarball such a page is skipped,
+//!   saying so (never under CI).
 //! - A page that mentions `ferry-testhosts` gets it on `PATH` too (built on demand, like the
 //!   counter provider). Every `ferry-testhosts up --dir DIR …` it runs is undone by
 //!   `ferry-testhosts down --dir DIR` when the page ends, whether it passed or failed.
@@ -38,6 +42,9 @@ const PLACEHOLDER: &str = "/tmp/ferry-guide";
 /// Stands for the repository's root in the guide.
 const REPO_PLACEHOLDER: &str = "/path/to/ferry";
 
+/// Stands for the real nixpkgs in the guide.
+const NIXPKGS_PLACEHOLDER: &str = "/path/to/nixpkgs";
+
 /// The pages with a test below; a new page must be added here.
 const PAGES: &[&str] = &[
     "getting-started.md",
@@ -48,6 +55,7 @@ const PAGES: &[&str] = &[
     "cli.md",
     "providers.md",
     "processes.md",
+    "flakes-and-modules.md",
 ];
 
 fn docs_dir() -> PathBuf {
@@ -241,12 +249,23 @@ fn run_page(page: &str) {
     let md = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let blocks = parse(page, &md);
     assert!(!blocks.is_empty(), "{page}: no runnable examples");
+    let nixpkgs = if md.contains(NIXPKGS_PLACEHOLDER) {
+        match ferry_testkit::nixpkgs::real_nixpkgs(page) {
+            Some(p) => p.display().to_string(),
+            None => return,
+        }
+    } else {
+        String::new()
+    };
 
     let ferry = PathBuf::from(env!("CARGO_BIN_EXE_ferry"));
     let sandbox = Sandbox::new(env!("CARGO_BIN_EXE_ferry"));
     let root = sandbox.path().display().to_string();
     let repo = repo_root().display().to_string();
-    let subst = |s: &str| s.replace(REPO_PLACEHOLDER, &repo).replace(PLACEHOLDER, &root);
+    let subst = |s: &str| {
+        let s = if nixpkgs.is_empty() { s.to_string() } else { s.replace(NIXPKGS_PLACEHOLDER, &nixpkgs) };
+        s.replace(REPO_PLACEHOLDER, &repo).replace(PLACEHOLDER, &root)
+    };
     // `ferry` on PATH is the binary under test; the link lives outside the sandbox's listing.
     let bin = tempfile_dir(&format!("guide-bin-{}", page.trim_end_matches(".md")));
     let link = bin.join("ferry");
@@ -343,6 +362,11 @@ fn processes() {
 #[test]
 fn state() {
     run_page("state.md");
+}
+
+#[test]
+fn flakes_and_modules() {
+    run_page("flakes-and-modules.md");
 }
 
 #[test]

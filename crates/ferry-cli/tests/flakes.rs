@@ -69,7 +69,7 @@ fn flake_deployments_evaluate_pinned_inputs_and_keep_state_out_of_the_store() {
     };
 
     // No flake.lock: ferry does not write one (that would pin whatever the inputs are now).
-    run(&args("plan", "fl#site"), &[]).expect(1).says("no flake.lock in").says("nix flake lock");
+    run(&args("plan", "fl#site"), &[]).expect(1).says("There is no flake.lock").says("nix flake lock");
     assert!(!sb.path().join("fl/flake.lock").exists() && !Path::new(&state).exists());
     flake_lock(&fl);
 

@@ -76,8 +76,6 @@ pub enum FlakeError {
     BadName(String),
     #[error("no flake.nix in {0}")]
     NoFlake(PathBuf),
-    #[error("no flake.lock in {0}: run `nix flake lock` there first (ferry evaluates the inputs it pins and never writes it)")]
-    NoLock(PathBuf),
     #[error("flake deployments need Nix {}.{} or newer (this is {found}); or use a deployment file", MIN_VERSION.0, MIN_VERSION.1)]
     NixTooOld { found: String },
     #[error("could not run {program}: {source}. Is Nix installed? (Debian: apt-get install nix-bin)")]
@@ -111,9 +109,6 @@ pub fn lock(flake: &FlakeRef, options: &[(String, String)]) -> Result<FlakeSourc
         return Err(FlakeError::NoFlake(flake.dir.clone()));
     }
     let lock_file = flake.dir.join("flake.lock");
-    if !lock_file.is_file() {
-        return Err(FlakeError::NoLock(flake.dir.clone()));
-    }
     let (version, text) = nix_version()?;
     if version < MIN_VERSION {
         return Err(FlakeError::NixTooOld { found: text });
@@ -140,7 +135,9 @@ pub fn lock(flake: &FlakeRef, options: &[(String, String)]) -> Result<FlakeSourc
         let stderr = String::from_utf8_lossy(&out.stderr);
         let mut message = crate::nix_cli::nix_error(&stderr).to_string();
         let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        if mtime(&flake.dir.join("flake.nix")) > mtime(&lock_file) {
+        if !lock_file.exists() {
+            message.push_str("\nThere is no flake.lock: run `nix flake lock` in the flake first (ferry evaluates the inputs it pins and never writes it)");
+        } else if mtime(&flake.dir.join("flake.nix")) > mtime(&lock_file) {
             message.push_str("\nflake.nix is newer than flake.lock: if its inputs changed, run `nix flake lock` (ferry never writes flake.lock)");
         }
         return Err(lock_err(message));

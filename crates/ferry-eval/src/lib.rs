@@ -12,7 +12,7 @@ pub mod flake;
 mod nix_cli;
 mod placeholder;
 
-pub use nix_cli::{NixCli, NixSettings};
+pub use nix_cli::{auto_eval_jobs, NixCli, NixSettings};
 pub use placeholder::{find_placeholders, render_placeholders, Placeholder, OPAQUE};
 
 use serde::{Deserialize, Serialize};

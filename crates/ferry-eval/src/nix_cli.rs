@@ -31,6 +31,30 @@ pub struct NixSettings {
 /// few NixOS systems), not by the fleet.
 const CHUNK_MAX: usize = 4;
 
+/// Memory one worker may take: a chunk of `CHUNK_MAX` NixOS systems peaked at 1.1–1.4 GiB
+/// (bench/realnix.sh).
+const WORKER_BYTES: u64 = 3 << 29;
+
+/// `--eval-jobs auto`: one worker per core, but no more than free memory
+/// (`MemAvailable`) holds at [`WORKER_BYTES`] each; at least 1.
+pub fn auto_eval_jobs() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    jobs_for(cores, mem_available(&meminfo))
+}
+
+fn jobs_for(cores: usize, available: Option<u64>) -> usize {
+    let by_memory = available.map_or(cores, |b| usize::try_from(b / WORKER_BYTES).unwrap_or(usize::MAX));
+    cores.min(by_memory).max(1)
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 impl NixSettings {
     fn apply(&self, cmd: &mut Command) {
         for (k, v) in &self.options {
@@ -484,6 +508,17 @@ fn decode_round(stdout: &[u8], drvs: &crate::drv::DrvReader) -> Result<RoundResu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_workers_follow_cores_and_free_memory() {
+        let gib = 1u64 << 30;
+        assert_eq!(jobs_for(2, Some(23 * gib)), 2);
+        assert_eq!(jobs_for(16, Some(4 * gib)), 2, "4 GiB holds two 1.5 GiB workers");
+        assert_eq!(jobs_for(8, Some(gib)), 1, "always at least one");
+        assert_eq!(jobs_for(4, None), 4);
+        assert_eq!(mem_available("MemTotal: 100 kB\nMemAvailable:   2048 kB\n"), Some(2 << 20));
+        assert_eq!(mem_available("MemTotal: 100 kB\n"), None);
+    }
 
     #[test]
     fn abort_messages_are_unwrapped() {
