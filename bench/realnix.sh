@@ -5,7 +5,8 @@
 # (GNU time's maximum resident set size, which covers the Nix child) with ratios.
 #   N="1 2 6" RUNS=3 bench/realnix.sh
 # FERRY_BIN=PATH uses that ferry instead of building a release one; FERRY_BASE=PATH adds a column
-# for another ferry (e.g. an older build) measured in the same run.
+# for another ferry (e.g. an older build) measured in the same run. `mod_s`: the same machines
+# as a module deployment (ferry.modules with this nixpkgs' evalModules), one job.
 # Needs ../shared/nixpkgs (evaluation only: nothing is built).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
@@ -49,6 +50,16 @@ setup() { # setup N: DIR/deployment.nix and DIR/bare.nix for N machines
         for i in $(seq 1 "$n"); do echo "  (sys ($(server "$i"))).outPath"; done
         echo "]"
     } > "$d/bare.nix"
+    mkdir -p "$d/mod"
+    {
+        echo "{ ferry, ... }: let"
+        echo "  sys = i: m: (import $NP/nixos/lib/eval-config.nix { system = \"x86_64-linux\"; modules = [ m ]; }).config.system.build.toplevel;"
+        echo "in ferry.modules { nixpkgs = $NP; modules = [ { resources = {"
+        for i in $(seq 1 "$n"); do
+            echo "  m$i = { type = \"local.file\"; inputs = { path = \"$d/m$i\"; content = \"\${sys $i ($(server "$i"))}\"; }; };"
+        done
+        echo "}; } ]; }"
+    } > "$d/mod/deployment.nix"
 }
 
 # measure CMD...: prints "SECONDS KIB" (median wall time of RUNS, largest peak RSS)
@@ -62,7 +73,7 @@ measure() {
     printf '%s %s\n' "$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")" "$rss"
 }
 
-printf '%-4s %10s %10s %8s %12s %12s %8s %10s %8s %12s %8s %10s' N bare_s ferry_s ratio bare_MiB ferry_MiB ratio on_m1_s ratio jobs2_s ratio jobs2_MiB
+printf '%-4s %10s %10s %8s %12s %12s %8s %10s %8s %12s %8s %10s %8s %8s' N bare_s ferry_s ratio bare_MiB ferry_MiB ratio on_m1_s ratio jobs2_s ratio jobs2_MiB mod_s ratio
 [[ -n "${FERRY_BASE:-}" ]] && printf ' %10s %8s %12s %12s' base_s ratio base_MiB base_on_m1_s
 echo
 for n in $NS; do
@@ -78,6 +89,8 @@ for n in $NS; do
     # Two evaluator workers (chunks of at most 4 resources each).
     read -r jt jr < <(cd "$d" && measure "$FERRY" plan --eval-jobs 2)
     printf ' %12.2f %8.2f %10.0f' "$jt" "$(echo "$jt / $bt" | bc -l)" "$(echo "$jr / 1024" | bc -l)"
+    read -r mt _ < <(cd "$d/mod" && measure "$FERRY" plan)
+    printf ' %8.2f %8.2f' "$mt" "$(echo "$mt / $bt" | bc -l)"
     if [[ -n "${FERRY_BASE:-}" ]]; then
         read -r xt xr < <(cd "$d" && measure "$FERRY_BASE" plan)
         read -r xo _ < <(cd "$d" && measure "$FERRY_BASE" plan --on m1)
