@@ -23,6 +23,28 @@ pub struct Registry {
     /// Hides secrets in provider events (shared with the session's, which learns them).
     redactor: Redactor,
     pub calls: AtomicU64,
+    /// Builds the providers reported (`builds` in their events), for `--timings`.
+    pub builds: Arc<BuildCount>,
+}
+
+/// Builds reported by providers, summed over the run.
+#[derive(Default)]
+pub struct BuildCount {
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl BuildCount {
+    fn add(&self, b: ferry_protocol::Builds) {
+        self.count.fetch_add(u64::from(b.count), Ordering::Relaxed);
+        let micros = if b.seconds.is_finite() && b.seconds > 0.0 { (b.seconds * 1e6) as u64 } else { 0 };
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// (builds, seconds) so far.
+    pub fn total(&self) -> (u64, f64) {
+        (self.count.load(Ordering::Relaxed), self.micros.load(Ordering::Relaxed) as f64 / 1e6)
+    }
 }
 
 impl Registry {
@@ -41,6 +63,7 @@ impl Registry {
             handshake_timeout,
             sink,
             calls: AtomicU64::new(0),
+            builds: Arc::default(),
         }
     }
 
@@ -95,7 +118,11 @@ impl Registry {
         }
         let sink = Arc::clone(&self.sink);
         let redactor = self.redactor.clone();
+        let builds = Arc::clone(&self.builds);
         let events = Arc::new(move |resource: &str, ev: &ferry_protocol::Event| {
+            if let Some(b) = ev.builds {
+                builds.add(b);
+            }
             let resource = resource.to_string();
             // Provider messages are free text (a command's stderr, say): hide known secrets.
             let ev = ferry_protocol::Event { message: redactor.text(&ev.message), ..ev.clone() };

@@ -397,11 +397,12 @@ impl<'e> Session<'e> {
 
     pub fn timings(&self, plan_seconds: f64, apply_seconds: f64) -> Timings {
         let st = self.engine.eval.stats();
+        let (builds, build_seconds) = self.registry.builds.total();
         Timings {
             nix_evaluations: st.evaluations,
             eval_seconds: st.eval_time.as_secs_f64(),
-            nix_builds: st.builds,
-            build_seconds: st.build_time.as_secs_f64(),
+            nix_builds: st.builds.saturating_add(u32::try_from(builds).unwrap_or(u32::MAX)),
+            build_seconds: st.build_time.as_secs_f64() + build_seconds,
             plan_seconds,
             apply_seconds,
             total_seconds: self.started.elapsed().as_secs_f64(),

@@ -166,6 +166,16 @@ pub struct Event {
     /// Short phase name for progress displays, e.g. `build`, `copy`, `activate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// Nix builds the provider ran for this request (counted in the run's `--timings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builds: Option<Builds>,
+}
+
+/// Builds a provider ran (`nix-store --realise` invocations), and their wall time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Builds {
+    pub count: u32,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

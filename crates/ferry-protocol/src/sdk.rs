@@ -49,8 +49,27 @@ impl CallContext {
         self.emit(EventKind::Warning, None, message.into());
     }
 
+    /// A progress event (phase `build`) reporting `count` builds that took `seconds`, which
+    /// ferry adds to the run's `--timings`.
+    pub fn built(&self, count: u32, seconds: f64, message: impl Into<String>) {
+        let ev = Message::Event(Event {
+            id: self.id,
+            event: EventKind::Progress,
+            message: message.into(),
+            phase: Some("build".into()),
+            builds: Some(crate::Builds { count, seconds }),
+        });
+        write_line(&self.out, &ev);
+    }
+
     fn emit(&self, event: EventKind, phase: Option<&str>, message: String) {
-        let ev = Message::Event(Event { id: self.id, event, message, phase: phase.map(str::to_string) });
+        let ev = Message::Event(Event {
+            id: self.id,
+            event,
+            message,
+            phase: phase.map(str::to_string),
+            builds: None,
+        });
         write_line(&self.out, &ev);
     }
 }

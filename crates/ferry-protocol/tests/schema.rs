@@ -287,14 +287,18 @@ fn every_rust_message_validates() {
         assert_valid(&message_schema, "error response", &serde_json::to_value(&msg).unwrap());
     }
 
-    for (event, phase) in
-        [(EventKind::Progress, Some("copy")), (EventKind::Log, None), (EventKind::Warning, None)]
-    {
+    for (event, phase, builds) in [
+        (EventKind::Progress, Some("copy"), None),
+        (EventKind::Log, None, None),
+        (EventKind::Warning, None, None),
+        (EventKind::Progress, Some("build"), Some(ferry_protocol::Builds { count: 2, seconds: 1.5 })),
+    ] {
         let msg = Message::Event(Event {
             id: 9,
             event,
             message: "copying".into(),
             phase: phase.map(str::to_string),
+            builds,
         });
         let v = serde_json::to_value(&msg).unwrap();
         assert_valid(&schemas.root, "event", &v);
