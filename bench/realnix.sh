@@ -2,7 +2,8 @@
 # `ferry plan` of N real NixOS 20.09 servers (openssh, nginx, a user), each system defined
 # *inside* the deployment function (the documented pattern), against a bare `nix-instantiate`
 # of the same N toplevels, in the same run. Prints wall time (median of RUNS) and peak RSS
-# (GNU time's maximum resident set size, which covers the Nix child) with ratios.
+# (GNU time's maximum resident set size, which covers the Nix child) with ratios, and the
+# ratio of bytes the evaluator allocated (NIX_SHOW_STATS), which does not vary between runs.
 #   N="1 2 6" RUNS=3 bench/realnix.sh
 # FERRY_BIN=PATH uses that ferry instead of building a release one; FERRY_BASE=PATH adds a column
 # for another ferry (e.g. an older build) measured in the same run. `mod_s`: the same machines
@@ -62,18 +63,27 @@ setup() { # setup N: DIR/deployment.nix and DIR/bare.nix for N machines
     } > "$d/mod/deployment.nix"
 }
 
-# measure CMD...: prints "SECONDS KIB" (median wall time of RUNS, largest peak RSS)
+# measure CMD...: prints "SECONDS KIB" (medians of RUNS: wall time, peak RSS). Boehm GC's
+# parallel marking makes the same command's peak RSS vary by up to 25% between runs.
+median() { sort -n | sed -n "$(( (RUNS + 1) / 2 ))p"; }
 measure() {
-    local times=() rss=0 t r
+    local times=() rss=() t r
     for _ in $(seq 1 "$RUNS"); do
         /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; return 1; }
         read -r t r < "$WORK/time"
-        times+=("$t"); (( r > rss )) && rss=$r
+        times+=("$t"); rss+=("$r")
     done
-    printf '%s %s\n' "$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")" "$rss"
+    printf '%s %s\n' "$(printf '%s\n' "${times[@]}" | median)" "$(printf '%s\n' "${rss[@]}" | median)"
 }
 
-printf '%-4s %10s %10s %8s %12s %12s %8s %10s %8s %12s %8s %10s %8s %8s' N bare_s ferry_s ratio bare_MiB ferry_MiB ratio on_m1_s ratio jobs2_s ratio jobs2_MiB mod_s ratio
+# allocated CMD...: the bytes Nix's evaluator allocated (NIX_SHOW_STATS gc.totalBytes) in the
+# last Nix invocation of CMD: deterministic, unlike RSS and time.
+allocated() {
+    NIX_SHOW_STATS=1 NIX_SHOW_STATS_PATH="$WORK/stats.json" "$@" >/dev/null 2>&1
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gc"]["totalBytes"])' "$WORK/stats.json"
+}
+
+printf '%-4s %10s %10s %8s %12s %12s %8s %8s %10s %8s %12s %8s %10s %8s %8s' N bare_s ferry_s ratio bare_MiB ferry_MiB ratio alloc on_m1_s ratio jobs2_s ratio jobs2_MiB mod_s ratio
 [[ -n "${FERRY_BASE:-}" ]] && printf ' %10s %8s %12s %12s' base_s ratio base_MiB base_on_m1_s
 echo
 for n in $NS; do
@@ -83,6 +93,10 @@ for n in $NS; do
     read -r ft fr < <(cd "$d" && measure "$FERRY" plan)
     printf '%-4s %10.2f %10.2f %8.2f %12.0f %12.0f %8.2f\n' "$n" "$bt" "$ft" \
         "$(echo "$ft / $bt" | bc -l)" "$(echo "$br / 1024" | bc -l)" "$(echo "$fr / 1024" | bc -l)" "$(echo "$fr / $br" | bc -l)" | tr -d '\n'
+    # Evaluator allocations, ferry's one nix-instantiate against the bare one.
+    ba=$(allocated nix-instantiate --readonly-mode --eval --strict --json "$d/bare.nix")
+    fa=$(cd "$d" && allocated "$FERRY" plan)
+    printf ' %8.3f' "$(echo "$fa / $ba" | bc -l)"
     # `--on m1`: m1 only (plus the declarations pass); its ratio is to the full plan.
     read -r ot _ < <(cd "$d" && measure "$FERRY" plan --on m1)
     printf ' %10.2f %8.2f' "$ot" "$(echo "$ot / $ft" | bc -l)"
