@@ -49,3 +49,54 @@ fn workers_plan_and_apply_like_one_process() {
     let deps = two.ferry(&["state", "show", "f3", "--json"]).ok().stdout;
     assert!(deps.contains("\"key\""), "{deps}");
 }
+
+/// Values Nix allocated in `ferry plan`'s (one) evaluation: deterministic, unlike time.
+fn plan_values(sb: &Sandbox, with: &str) -> u64 {
+    let stats = sb.path().join("stats.json");
+    let out = sb
+        .command(&["plan", "--timings"])
+        .env("NIX_SHOW_STATS", "1")
+        .env("NIX_SHOW_STATS_PATH", &stats)
+        .output()
+        .expect("ferry plan");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("timings: 1 Nix evaluation "), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(with), "{}", String::from_utf8_lossy(&out.stdout));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    v["values"]["number"].as_u64().unwrap()
+}
+
+/// A changed resource that used no output when last applied (a NixOS system, usually) is
+/// evaluated once, not a second time for its edges, even while other resources lend outputs.
+#[test]
+fn a_changed_resource_without_dependencies_is_evaluated_once() {
+    let sb = Sandbox::new(FERRY);
+    let deployment = |salt: &str| {
+        format!(
+            r#"{{ resources, ... }}:
+let big = builtins.foldl' (acc: i: acc + i) 0 (builtins.genList (i: i * {salt}) 300000); in {{
+  resources.key = {{ type = "local.ssh-keypair"; inputs.comment = "k"; }};
+  resources.uses = {{ type = "local.file"; inputs = {{ path = "@DIR@/uses"; content = resources.key.publicKey; }}; }};
+  resources.big = {{ type = "local.file"; inputs = {{ path = "@DIR@/big"; content = toString big; }}; }};
+}}"#
+        )
+    };
+    sb.deployment(&deployment("2"));
+    let fresh = plan_values(&sb, "+ big (local.file)");
+    sb.ferry(&["apply", "--yes"]).ok();
+    sb.deployment(&deployment("3"));
+    let changed = plan_values(&sb, "~ big (local.file)");
+    // Both plans evaluate `big` once; the edges view would add another 300,000-element list.
+    assert!(
+        changed < fresh + fresh / 4,
+        "a changed plan allocated {changed} values, a fresh one {fresh}: `big` was evaluated twice"
+    );
+    // It still has no dependencies, and a resource that uses an output still has its edge.
+    sb.ferry(&["apply", "--yes"]).ok();
+    let graph = sb.ferry(&["graph", "--json"]).ok().stdout;
+    assert!(graph.contains("\"uses\"") && graph.contains("\"key\""), "{graph}");
+    let edges: serde_json::Value = serde_json::from_str(&graph).unwrap();
+    let edges = edges["edges"].to_string();
+    assert!(edges.contains("key") && !edges.contains("big"), "{edges}");
+}

@@ -130,7 +130,14 @@ impl<'e> Session<'e> {
                         && r.last_applied_at.is_some()
                         && !self.settled.contains_key(&r.name)
                 })
-                .map(|r| (r.name.clone(), Recorded { inputs: r.inputs.clone(), outputs: r.outputs.clone() }))
+                .map(|r| {
+                    let rec = Recorded {
+                        inputs: r.inputs.clone(),
+                        outputs: r.outputs.clone(),
+                        no_dependencies: r.dependencies.is_empty(),
+                    };
+                    (r.name.clone(), rec)
+                })
                 .collect()
         } else {
             BTreeMap::new()

@@ -107,11 +107,18 @@ let
 
   mainJson = mapAttrs (name: e: inputsJson e) main;
 
+  # A resource recorded with no dependencies is tried first in the declarations' view (every
+  # output pending): if its inputs evaluate there they use no output, so they are its inputs
+  # and it has no edges — a changed NixOS system is evaluated once, not again for edges.
+  isolatedJson = mapAttrs (name: e: inputsJson e) declMode;
+  isolatedOk = name: (recorded.${name}.noDependencies or false) && isolatedJson.${name}.success;
+  jsonOf = name: if isolatedOk name then isolatedJson.${name} else mainJson.${name};
+
   isStable = name: stable.${name} or false;
   stable = mapAttrs
     (name: r:
       !(hasAttr name unstable) && !(hasAttr name known) && hasAttr name main
-      && (let j = mainJson.${name}; in j.success && fromJSON (unsafeDiscardStringContext j.value) == r.inputs))
+      && (let j = jsonOf name; in j.success && fromJSON (unsafeDiscardStringContext j.value) == r.inputs))
     recorded;
 
   # Placeholder mode: unknown outputs become placeholder strings (preview for `ferry plan`).
@@ -195,7 +202,7 @@ let
   resultFor = name:
     let
       e = main.${name};
-      j = mainJson.${name};
+      j = jsonOf name;
       names = let r = tryEval (attrNames (e.decl.inputs or { })); in if r.success then r.value else [ ];
       pv = preview.${name}.decl.inputs or { };
       pv2 = preview2.${name}.decl.inputs or { };
@@ -205,10 +212,11 @@ let
       # (Without placeholder views — they broke the round with an uncatchable type error —
       # every resource that is not ready is undetermined.)
       placeholderViews = args.wantPreviews || args.wantEdges;
-      # Ready while no output at all is available (none settled, none recorded to lend): its
-      # inputs were computed with every output throwing, so they use none and have no edges —
-      # the edges view would only evaluate them (a whole NixOS system) a second time.
-      edgeless = j.success && nothingAvailable;
+      # Ready while no output at all is available (none settled, none recorded to lend), or
+      # in the declarations' view (`isolatedOk`): its inputs were computed with every output
+      # throwing, so they use none and have no edges — the edges view would only evaluate
+      # them (a whole NixOS system) a second time.
+      edgeless = j.success && (nothingAvailable || isolatedOk name);
       inputs = if j.success then unsafeDiscardStringContext j.value else null;
       placeholdersEvaluate = !j.success && placeholderViews && (tryEval (toJSON pv)).success;
     in

@@ -56,6 +56,10 @@ pub struct RoundRequest {
 pub struct Recorded {
     pub inputs: Object,
     pub outputs: Object,
+    /// Recorded with no dependencies: its inputs are tried first with every output pending,
+    /// and if they evaluate so they use none, so the edges view (a second evaluation of,
+    /// say, a whole NixOS system) is skipped.
+    pub no_dependencies: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -81,6 +81,7 @@ fn recorded_outputs_are_lent_only_to_unchanged_resources() {
     let rec = |i: serde_json::Value, o: serde_json::Value| Recorded {
         inputs: i.as_object().unwrap().clone(),
         outputs: o.as_object().unwrap().clone(),
+        no_dependencies: false,
     };
     req.recorded.insert(
         "a".into(),
