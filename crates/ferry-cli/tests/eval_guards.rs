@@ -237,3 +237,24 @@ in {{
         assert!(!r.all().contains("known after apply"), "{}", r.all());
     }
 }
+
+/// Module deployments misused without nixpkgs at hand: each is one message naming the file
+/// and what to write, and nothing changes.
+#[test]
+fn module_deployment_mistakes_say_what_to_write() {
+    let sb = applied();
+    let dep = sb.p("deployment.nix");
+    sb.deployment("{ ferry, ... }: ferry.modules { modules = [ ]; }");
+    refused(&sb, &[&dep, "ferry.modules needs `lib`"]);
+    sb.deployment("{ ferry, ... }: ferry.modules { lib = { }; modules = ./x.nix; }");
+    refused(&sb, &[&dep, "ferry.modules needs `modules`, a list of modules"]);
+    // A module-system module given as the deployment itself, or imported as a plain module.
+    sb.deployment("{ config, lib, ... }: { resources = { }; }");
+    refused(&sb, &[&dep, "is a module-system module", "ferry.modules { lib = nixpkgs.lib;"]);
+    sb.write("mod.nix", "{ lib, ... }: { resources = { }; }");
+    sb.deployment(&format!("{{ resources, ... }}: {{ imports = [ ./mod.nix ]; {KEY} }}"));
+    refused(&sb, &[&sb.p("mod.nix"), "is a module-system module"]);
+    // Module-system attributes in a plain deployment point at ferry.modules too.
+    sb.deployment(&format!("{{ resources, ... }}: {{ options = {{ }}; {KEY} }}"));
+    refused(&sb, &["unknown attribute `options`", "module-system options need ferry.modules"]);
+}
