@@ -14,9 +14,11 @@
 
 pub mod conformance;
 pub mod messages;
+pub mod options;
 pub mod sdk;
 
 pub use messages::*;
+pub use options::RunOptions;
 
 /// The protocol version this crate implements.
 pub const PROTOCOL_VERSION: u32 = 1;

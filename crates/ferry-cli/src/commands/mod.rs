@@ -156,19 +156,14 @@ impl Context {
     /// Run-wide options every provider gets in its handshake.
     pub fn provider_options(&self) -> ferry_protocol::Object {
         let r = &self.rollout;
-        let mut o = ferry_protocol::Object::new();
-        o.insert("force".into(), r.force.into());
-        o.insert("alwaysActivate".into(), r.always_activate.into());
-        if let Some(n) = r.copy_jobs {
-            o.insert("copyJobs".into(), n.into());
+        ferry_protocol::RunOptions {
+            force: r.force,
+            always_activate: r.always_activate,
+            nix_options: self.opts.nix_options.clone(),
+            copy_jobs: r.copy_jobs.map(|n| n as usize),
+            activate_jobs: r.activate_jobs.map(|n| n as usize),
         }
-        if let Some(n) = r.activate_jobs {
-            o.insert("activateJobs".into(), n.into());
-        }
-        let nix: Vec<serde_json::Value> =
-            self.opts.nix_options.iter().map(|(k, v)| serde_json::json!([k, v])).collect();
-        o.insert("nixOptions".into(), nix.into());
-        o
+        .to_object()
     }
 
     /// Colours for stdout (only on a terminal, and as `NO_COLOR`/`CLICOLOR` allow).
