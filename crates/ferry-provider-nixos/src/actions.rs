@@ -6,7 +6,9 @@ use ferry_protocol::sdk::CallContext;
 use ferry_protocol::{ActionParams, ActionResult, Prior, ProviderError};
 use serde_json::{json, Value};
 
-use crate::deploy::{err, generation, known_host_key, kv, ssh_err, Probe, Remote};
+use ferry_hosts::{HostExec, Script};
+
+use crate::remote::{err, generation, host_err, known_host_key, kv, Probe, Remote};
 use crate::schema::Machine;
 use crate::{keys, NixosProvider};
 
@@ -20,7 +22,7 @@ pub fn action(_p: &NixosProvider, a: &ActionParams, cx: &CallContext) -> Result<
     match a.action.as_str() {
         "generations" => {
             let out =
-                r.run("listing generations", "generations", &[&m.profile], None, long).map_err(ssh_err)?;
+                r.run("listing generations", "generations", &[&m.profile], None, long).map_err(host_err)?;
             Ok(ActionResult { outputs: None, message: Some(out.trim_end().to_string()) })
         }
         "rollback" => {
@@ -34,7 +36,7 @@ pub fn action(_p: &NixosProvider, a: &ActionParams, cx: &CallContext) -> Result<
             cx.progress("activate", "switching generation");
             let out = r
                 .run("rolling back", "switch-generation", &[&m.profile, &to], None, long)
-                .map_err(ssh_err)?;
+                .map_err(host_err)?;
             let link = kv(&out, "link");
             let after = r.probe(&m.profile, &[])?;
             // Outputs keep what ferry deployed: the next plan shows the rollback as drift.
@@ -49,7 +51,7 @@ pub fn action(_p: &NixosProvider, a: &ActionParams, cx: &CallContext) -> Result<
             let keep = a.args.get("keep").and_then(Value::as_u64).unwrap_or(5).max(1);
             let out = r
                 .run("collecting garbage", "gc", &[&m.profile, &keep.to_string()], None, long)
-                .map_err(ssh_err)?;
+                .map_err(host_err)?;
             Ok(ActionResult {
                 outputs: None,
                 message: Some(format!("kept the newest {keep} generation(s)\n{}", out.trim_end())),
@@ -80,13 +82,13 @@ fn reboot(
     // SSH session can end cleanly.
     let cmd = "p=/run/current-system/sw/bin/reboot; [ -x $p ] || p=reboot; \
                (sleep 1; exec $p) </dev/null >/dev/null 2>&1 &";
-    r.conn.run("reboot", &r.privileged(cmd), None, Duration::from_secs(30)).map_err(ssh_err)?;
-    r.conn.close();
+    r.host.run(&Script::new("reboot", cmd).timeout(Duration::from_secs(30))).map_err(host_err)?;
+    r.host.close();
     cx.progress("reboot", "waiting for the new boot");
     let deadline = Instant::now() + Duration::from_secs(wait);
     std::thread::sleep(Duration::from_secs(1));
     while Instant::now() < deadline {
-        if let Ok(fresh) = Remote::open(m, Some(r.conn.host_key().to_string())) {
+        if let Ok(fresh) = Remote::open(m, Some(r.host_key())) {
             if let Ok(p) = fresh.probe(&m.profile, &[]) {
                 if !p.boot.is_empty() && p.boot != before.boot {
                     let mut o = a.outputs.clone();

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ferry_hosts::{Exit, HostError};
 use ferry_protocol::sdk::CallContext;
 use ferry_protocol::{Object, Prior, ProviderError};
-use ferry_ssh::SshError;
 use serde_json::Value;
 
-use crate::deploy::{err, ssh_err, Remote};
+use crate::remote::{err, host_err, Remote};
 use crate::schema::{Key, Machine, UploadAt};
 
 /// Where the keys go on the host, in the order the probe reports them.
@@ -56,12 +56,14 @@ pub(crate) fn upload(
         let dest = k.dest(name);
         r.run("uploading a key", "key", &[&dest, &k.user, &k.group, &k.permissions], Some(&content), Duration::from_secs(60))
             .map_err(|e| match e {
-                SshError::Failed { status: Some(UNSAFE_DIR), stderr, .. } => unsafe_dir(&format!("key `{name}`"), &stderr),
-                SshError::Failed { status, .. } => err(format!(
-                    "uploading key `{name}` to {dest} failed (exit {status:?}): check that user `{}` and group `{}` exist on the host",
+                HostError::Failed { exit: Exit::Code(UNSAFE_DIR), output, .. } => {
+                    unsafe_dir(&format!("key `{name}`"), &output)
+                }
+                HostError::Failed { exit, .. } => err(format!(
+                    "uploading key `{name}` to {dest} failed ({exit}): check that user `{}` and group `{}` exist on the host",
                     k.user, k.group
                 )),
-                e => ssh_err(e),
+                e => host_err(e),
             })?;
     }
     Ok(())
@@ -104,8 +106,10 @@ pub(crate) fn remove_gone(r: &Remote, m: &Machine, prior: Option<&Prior>) -> Res
     }
     let refs: Vec<&str> = gone.iter().map(String::as_str).collect();
     r.run("removing keys", "rmkey", &refs, None, Duration::from_secs(60)).map_err(|e| match e {
-        SshError::Failed { status: Some(UNSAFE_DIR), stderr, .. } => unsafe_dir("removing keys", &stderr),
-        e => ssh_err(e),
+        HostError::Failed { exit: Exit::Code(UNSAFE_DIR), output, .. } => {
+            unsafe_dir("removing keys", &output)
+        }
+        e => host_err(e),
     })?;
     Ok(())
 }

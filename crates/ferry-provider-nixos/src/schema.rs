@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use ferry_hosts::{Become, HostSpec, SshHost};
 use ferry_protocol::{ActionSchema, KindSchema, Object, Operation, ProviderError};
 use serde::Deserialize;
 use serde_json::json;
@@ -20,7 +21,8 @@ pub fn machine() -> KindSchema {
                 "profile": {"type": "string", "default": "/nix/var/nix/profiles/system"},
                 "host": {"type": "string", "minLength": 1},
                 "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 22},
-                "user": {"type": "string", "default": "root", "description": "root, or a user with passwordless sudo"},
+                "user": {"type": "string", "default": "root", "description": "root, or a user that becomes root without a password (see `become`)"},
+                "become": ferry_hosts::spec::become_schema(),
                 "sshKey": {"type": "string", "description": "private key file path, or the key itself (e.g. resources.key.privateKey)"},
                 "hostKey": {"type": "string", "description": "pinned public host key `ssh-ed25519 AAAA…`; otherwise trust on first use, recorded in state"},
                 "sshOptions": {"type": "array", "items": {"type": "string"}, "default": []},
@@ -253,6 +255,9 @@ pub struct Machine {
     pub host_key: Option<String>,
     #[serde(default)]
     pub ssh_options: Vec<String>,
+    /// How a non-root `user` becomes root.
+    #[serde(default, rename = "become")]
+    pub become_: Become,
     #[serde(default = "local")]
     pub build_on: BuildOn,
     #[serde(default)]
@@ -318,6 +323,19 @@ fn six_hundred() -> u64 {
 }
 
 impl Machine {
+    /// The machine as a host: an SSH target (host key pinned, else `recorded`, else learned).
+    pub fn host_spec(&self) -> HostSpec {
+        HostSpec::Ssh(SshHost {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            ssh_key: self.ssh_key.clone(),
+            host_key: self.host_key.clone(),
+            ssh_options: self.ssh_options.clone(),
+            become_: self.become_,
+        })
+    }
+
     /// Parse and check the inputs. Messages name the input; key contents never appear.
     pub fn parse(inputs: &Object) -> Result<Machine, ProviderError> {
         let m: Machine = serde_json::from_value(serde_json::Value::Object(inputs.clone()))

@@ -211,12 +211,12 @@ pub fn nspawn_sha256(files: &[unit::File]) -> String {
 
 /// Everything create/update needs besides the container: builds, copies, options.
 pub struct Deps<'a> {
-    pub builder: &'a ferry_provider_nixos::build::Builder,
+    pub builder: &'a ferry_hosts::build::Builder,
     pub nix_args: Vec<String>,
     pub context: &'a BTreeMap<String, Vec<String>>,
     pub owner: &'a str,
     /// The run's copy-jobs limit.
-    pub copy_slots: &'a ferry_provider_nixos::Slots,
+    pub copy_slots: &'a ferry_hosts::Slots,
 }
 
 /// create/update: bring the container on its host to the declared state.
@@ -277,7 +277,7 @@ fn deploy_on(
 
     // Build and copy the system.
     if !Path::new(&c.system).exists() {
-        let targets = ferry_provider_nixos::build::targets(d.context);
+        let targets = ferry_hosts::build::targets(d.context);
         if targets.is_empty() {
             return Err(err(format!(
                 "{} does not exist in the local store and ferry has no derivation to build it",
@@ -287,19 +287,16 @@ fn deploy_on(
         cx.progress("build", format!("building {}", c.system));
         d.builder.build(targets, vec![c.system.clone()], &d.nix_args).map_err(err)?;
     }
-    if let Some(conn) = h.conn() {
-        let (n, bytes) = ferry_provider_nixos::transfer::copy_closure(
-            conn,
-            false,
-            &d.nix_args,
-            std::slice::from_ref(&c.system),
-            false,
-            || d.copy_slots.acquire(),
-            cx,
-        )?;
-        if n > 0 {
-            cx.log(format!("copied {n} paths ({:.1} MiB) to {}", bytes as f64 / 1048576.0, h.label));
-        }
+    let copied = h.copy_closure(&d.nix_args, std::slice::from_ref(&c.system), d.copy_slots, &|m| {
+        cx.progress("copy", m)
+    })?;
+    if copied.paths > 0 {
+        cx.log(format!(
+            "copied {} paths ({:.1} MiB) to {}",
+            copied.paths,
+            copied.bytes as f64 / 1048576.0,
+            h.label
+        ));
     }
 
     h.run("preparing the container", "prepare", &[&c.name, &c.system, d.owner], None, 60)?;
@@ -396,7 +393,7 @@ fn outputs(c: &Container, h: &Host, pr: &Probe, link: &str, a4: &str, a6: &str, 
     o.insert("leaderPid".into(), pr.leader.map_or(Value::Null, |l| json!(l)));
     o.insert("generation".into(), generation(link).map_or(Value::Null, |g| json!(g)));
     o.insert("systemPath".into(), json!(c.system));
-    o.insert("hostKey".into(), h.conn().map_or(Value::Null, |conn| json!(conn.host_key())));
+    o.insert("hostKey".into(), h.host_key().map_or(Value::Null, |k| json!(k)));
     o.insert("unitSha256".into(), json!(unit_sha));
     o
 }

@@ -56,8 +56,8 @@ fn deps_run(
     prior: Option<&Prior>,
     cx: &CallContext,
 ) -> Result<Object, ProviderError> {
-    let builder = ferry_provider_nixos::build::Builder::default();
-    let slots = ferry_provider_nixos::Slots::new(1);
+    let builder = ferry_hosts::build::Builder::default();
+    let slots = ferry_hosts::Slots::new(1);
     let context = BTreeMap::new();
     let deps = Deps {
         builder: &builder,
@@ -73,7 +73,7 @@ fn deps_run(
 pub fn create(env: &Env, c: &Container, inputs: &Object, cx: &CallContext) -> Result<Object, ProviderError> {
     let h = Host::open(&c.host, None)?;
     let pr = probe(&h, &c.name);
-    let host_key = h.conn().map(|c| c.host_key().to_string());
+    let host_key = h.host_key();
     h.close();
     let pr = pr?;
     if pr.exists || !pr.owner.is_empty() {

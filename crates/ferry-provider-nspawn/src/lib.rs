@@ -14,9 +14,9 @@
 //! then runs `systemd-nspawn --settings=trusted -M NAME --network-namespace-path=…`). Both read
 //! the same `.nspawn` file. Everything on the host is done by `nspawn.sh`.
 //!
-//! Architecture invariant: depends on `ferry-protocol`, `ferry-ssh` and the `nixos` provider's
-//! build/transfer modules only; never writes to stdout itself; credentials never appear in
-//! events, errors or files other than their own 0600 files.
+//! Architecture invariant: depends on `ferry-protocol` and `ferry-hosts` only (no other
+//! provider); never writes to stdout itself; credentials never appear in events, errors or files
+//! other than their own 0600 files.
 
 pub mod container;
 pub mod host;
@@ -28,21 +28,22 @@ pub mod unit;
 
 use std::sync::OnceLock;
 
+use ferry_hosts::build::Builder;
+use ferry_hosts::Slots;
 use ferry_protocol::sdk::{CallContext, Provider, ProviderInfo};
 use ferry_protocol::*;
-use ferry_provider_nixos::{Options, Slots};
 
 /// The `nspawn` provider.
 #[derive(Default)]
 pub struct NspawnProvider {
-    options: OnceLock<Options>,
+    options: OnceLock<RunOptions>,
     copy_slots: OnceLock<Slots>,
-    builder: ferry_provider_nixos::build::Builder,
+    builder: Builder,
 }
 
 impl NspawnProvider {
-    pub fn options(&self) -> &Options {
-        self.options.get_or_init(Options::default)
+    pub fn options(&self) -> &RunOptions {
+        self.options.get_or_init(RunOptions::default)
     }
 
     fn deploy(
@@ -54,7 +55,7 @@ impl NspawnProvider {
         cx: &CallContext,
     ) -> Result<Object, ProviderError> {
         let c = schema::Container::parse(resource, inputs)?;
-        let slots = self.copy_slots.get_or_init(|| Slots::new(self.options().copy_jobs.max(1)));
+        let slots = self.copy_slots.get_or_init(|| Slots::new(self.options().copy_jobs.unwrap_or(4)));
         let deps = container::Deps {
             builder: &self.builder,
             nix_args: self.options().nix_args(),
@@ -90,7 +91,7 @@ impl Provider for NspawnProvider {
     }
 
     fn configure(&self, options: &Object) {
-        let _ = self.options.set(Options::from(options));
+        let _ = self.options.set(RunOptions::from_object(options));
     }
 
     fn plan(&self, p: PlanParams, _cx: &CallContext) -> Result<PlanResult, ProviderError> {

@@ -34,15 +34,8 @@ pub fn container() -> KindSchema {
             "additionalProperties": false,
             "required": ["system"],
             "properties": {
-                "host": {
-                    "description": "\"local\", or an SSH target (e.g. a nixos.machine's outputs)",
-                    "default": "local",
-                    "oneOf": [
-                        {"const": "local"},
-                        ferry_provider_nixos::target::ssh_host_schema()
-                    ]
-                },
-                "sshKey": {"type": "string", "description": "for an SSH host: private key file path, or the key itself"},
+                "host": ferry_hosts::spec::host_schema(false),
+                "sshKey": ferry_hosts::spec::ssh_key_schema(),
                 "name": {"type": "string", "description": "the machine name (default: the resource's name)"},
                 "system": {"type": "string", "description": "the container toplevel (init, bin/switch-to-configuration)"},
                 "network": {
@@ -146,7 +139,7 @@ pub fn container() -> KindSchema {
     }
 }
 
-pub use ferry_provider_nixos::target::{HostSpec, SshHost};
+pub use ferry_hosts::{HostSpec, SshHost};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -307,7 +300,7 @@ fn addr_spec(v: Option<&Value>, family: Family, what: &str) -> Result<Option<Add
 impl Container {
     /// Parse and validate; `resource` is the default name.
     pub fn parse(resource: &str, inputs: &Object) -> Result<Container, ProviderError> {
-        let host = HostSpec::parse(inputs).map_err(invalid)?;
+        let host = HostSpec::parse(inputs, false).map_err(invalid)?;
         let name = inputs.get("name").and_then(Value::as_str).unwrap_or(resource).to_string();
         validate_name(&name)?;
         let system = inputs.get("system").and_then(Value::as_str).unwrap_or_default().to_string();

@@ -10,8 +10,8 @@
 //!   podman (`image.rs`).
 //! * `ids.pool` — sticky unique IDs (`ids.rs`), outputs nested per pool: `resources.ids.ports.webapp`.
 //!
-//! Architecture invariant: depends on `ferry-protocol` (and `ferry-ssh`) only; managers are
-//! driven with their own command-line tools, never reimplemented.
+//! Architecture invariant: depends on `ferry-protocol` and `ferry-hosts` only, no other
+//! provider; managers are driven with their own command-line tools, never reimplemented.
 
 mod host;
 mod ids;
@@ -27,9 +27,8 @@ use std::sync::OnceLock;
 use ferry_protocol::sdk::{CallContext, Provider, ProviderInfo};
 use ferry_protocol::*;
 
-/// Run-wide options from the handshake (only `nixOptions` matters here), parsed as the
-/// `nixos` provider does.
-pub use ferry_provider_nixos::Options;
+/// Run-wide options from the handshake (only `nixOptions` matters here).
+pub use ferry_protocol::RunOptions as Options;
 
 /// The `processes` provider (kinds `set` and `image`).
 #[derive(Default)]
@@ -58,7 +57,7 @@ impl Provider for Builtin {
     }
 
     fn configure(&self, options: &Object) {
-        let _ = self.options.set(Options::from(options));
+        let _ = self.options.set(Options::from_object(options));
     }
 
     /// Inputs are checked while planning, so bad input stops the run before anything changes.

@@ -19,21 +19,8 @@ pub fn set() -> KindSchema {
             "type": "object",
             "required": ["manager", "processes", "profile", "stateDir"],
             "properties": {
-                "host": {
-                    "description": "\"local\", an SSH target (e.g. a nixos.machine's outputs) or { podman = \"CONTAINER\"; }",
-                    "default": "local",
-                    "oneOf": [
-                        {"const": "local"},
-                        ferry_provider_nixos::target::ssh_host_schema(),
-                        {
-                            "type": "object",
-                            "required": ["podman"],
-                            "additionalProperties": false,
-                            "properties": {"podman": {"type": "string", "minLength": 1}}
-                        }
-                    ]
-                },
-                "sshKey": {"type": "string", "description": "for an SSH host: private key file path, or the key itself"},
+                "host": ferry_hosts::spec::host_schema(true),
+                "sshKey": ferry_hosts::spec::ssh_key_schema(),
                 "manager": {"enum": MANAGERS},
                 "processes": {
                     "type": "object",
@@ -253,10 +240,9 @@ impl SetInputs {
         if !MANAGERS.contains(&self.manager.as_str()) {
             return bad(format!("unknown manager `{}` (supported: {})", self.manager, MANAGERS.join(", ")));
         }
-        if let Err(e) = crate::host::HostTarget::parse(&serde_json::Map::from_iter([(
-            "host".to_string(),
-            self.host.clone(),
-        )])) {
+        if let Err(e) =
+            crate::host::parse_target(&serde_json::Map::from_iter([("host".to_string(), self.host.clone())]))
+        {
             return bad(e);
         }
         if !self.state_dir.starts_with('/') {

@@ -15,7 +15,7 @@ use ferry_protocol::sdk::CallContext;
 use ferry_protocol::{ActionParams, ActionResult, Object, ProviderError, ReadResult};
 use serde_json::{json, Value};
 
-use crate::host::{q, Host, HostTarget};
+use crate::host::{parse_target, q, Host, HostTarget};
 use crate::manager::{units_of, Manifest, Mgr, Status};
 use crate::schema::SetInputs;
 use crate::users;
@@ -42,7 +42,7 @@ fn profile_path(name: &str, s: &SetInputs) -> String {
 
 /// Reach the set's host; `recorded` outputs carry the SSH host key learned before.
 fn open_host(name: &str, s: &SetInputs, recorded: Option<&Object>) -> Result<Host, ProviderError> {
-    let target = HostTarget::parse(&Object::from_iter([("host".to_string(), s.host.clone())]))
+    let target = parse_target(&Object::from_iter([("host".to_string(), s.host.clone())]))
         .map_err(|e| ProviderError::invalid_input(format!("processes.set `{name}`: {e}")))?;
     let target = match target {
         HostTarget::Ssh(mut h) => {

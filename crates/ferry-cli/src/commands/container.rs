@@ -74,6 +74,11 @@ fn host_spec(ctx: &Context, h: &ContainerHost) -> anyhow::Result<HostSpec> {
             ssh_key: h.ssh_key.clone().or_else(|| s(&m.inputs, "sshKey")),
             host_key: Some(host_key),
             ssh_options: vec![],
+            become_: m
+                .inputs
+                .get("become")
+                .and_then(|b| serde_json::from_value(b.clone()).ok())
+                .unwrap_or_default(),
         }));
     }
     let (user, rest) = match h.host.split_once('@') {
@@ -100,6 +105,7 @@ fn host_spec(ctx: &Context, h: &ContainerHost) -> anyhow::Result<HostSpec> {
         ssh_key: h.ssh_key.clone(),
         host_key: Some(host_key),
         ssh_options: vec![],
+        become_: Default::default(),
     }))
 }
 
@@ -292,7 +298,8 @@ pub fn run(ctx: &Context, cmd: ContainerCommand) -> anyhow::Result<Outcome> {
             let h = open(&c, prior.as_ref())?;
             let mut args: Vec<&str> = vec![&c.name];
             args.extend(command.iter().map(String::as_str));
-            let status = h.interactive("exec", &args, false).status().context("cannot run the command");
+            let status = h.interactive("exec", &args, false).map_err(pe);
+            let status = status.and_then(|mut c| c.status().context("cannot run the command"));
             h.close();
             let status = status?;
             return Ok(if status.success() { Outcome::Success } else { Outcome::Failed });
@@ -300,8 +307,8 @@ pub fn run(ctx: &Context, cmd: ContainerCommand) -> anyhow::Result<Outcome> {
         ContainerCommand::Shell { name, host } => {
             let (c, prior) = locate(ctx, &name, &host)?;
             let h = open(&c, prior.as_ref())?;
-            let status =
-                h.interactive("exec", &[&c.name, "sh", "-l"], true).status().context("cannot open a shell");
+            let status = h.interactive("exec", &[&c.name, "sh", "-l"], true).map_err(pe);
+            let status = status.and_then(|mut c| c.status().context("cannot open a shell"));
             h.close();
             let status = status?;
             return Ok(if status.success() { Outcome::Success } else { Outcome::Failed });
