@@ -31,6 +31,7 @@ mod transfer;
 pub use connection::HostConnection;
 pub use error::{Exit, HostError};
 pub use exec::{Copied, Copy, HostExec, Output, Script, Transport};
+pub use ferry_ssh::SshError;
 pub use helper::Helper;
 pub use slots::{SlotGuard, Slots};
 pub use spec::{Become, HostSpec, SshHost};

@@ -1,7 +1,7 @@
 //! Deploying, reading, deleting and acting on one container. Used by the provider (declared
 //! containers) and by `ferry container …` (imperative ones) alike.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -10,8 +10,9 @@ use ferry_protocol::{Change, Object, PlanAction, PlanResult, Prior, ProviderErro
 use serde_json::{json, Value};
 use sha2::Digest;
 
+use crate::addresses::resolve;
 use crate::host::Host;
-use crate::net::{allocate, Cidr};
+use crate::net::Cidr;
 use crate::schema::{AddrSpec, Container, HostSpec, Mode, Strategy};
 use crate::unit::{self, Addr, Resolved};
 
@@ -97,113 +98,6 @@ pub fn recorded_host_key(c: &Container, prior: Option<&Prior>) -> Option<String>
     p.outputs.get("hostKey").and_then(Value::as_str).filter(|k| !k.is_empty()).map(str::to_string)
 }
 
-fn claims(h: &Host) -> Result<BTreeMap<IpAddr, String>, ProviderError> {
-    let out = h.run("listing address claims", "claims", &[], None, 30)?;
-    Ok(out
-        .lines()
-        .filter_map(|l| {
-            let (a, o) = l.split_once(' ')?;
-            Some((a.parse().ok()?, o.to_string()))
-        })
-        .collect())
-}
-
-/// Claim `addr` for the container on the host: an error naming the holder if another has it.
-fn claim(h: &Host, name: &str, addr: IpAddr) -> Result<bool, ProviderError> {
-    match h.run("claiming an address", "claim", &[name, &addr.to_string()], None, 30) {
-        Ok(_) => Ok(true),
-        Err(e) if e.message.contains("(exit 4)") => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-fn holder(h: &Host, addr: IpAddr) -> String {
-    claims(h).ok().and_then(|c| c.get(&addr).cloned()).unwrap_or_else(|| "another container".into())
-}
-
-/// Assign one family's addresses: static ones are claimed; a pool address already held (in
-/// the prior outputs or on the host) is kept, otherwise the first free one is claimed.
-fn resolve_family(h: &Host, c: &Container, spec: &AddrSpec, held: &[&str]) -> Result<Addr, ProviderError> {
-    match spec {
-        AddrSpec::Static { host, address } => {
-            if !claim(h, &c.name, address.addr)? {
-                return Err(err(format!(
-                    "the address {} is already used by container `{}` on {}: pick another address",
-                    address.addr,
-                    holder(h, address.addr),
-                    h.label
-                ))
-                .code("invalidInput"));
-            }
-            Ok(Addr { host: *host, container: *address })
-        }
-        AddrSpec::Pool { pool, wanted } => {
-            let host = Cidr { addr: pool.first_host(), prefix: pool.prefix };
-            let mk = |a: IpAddr| Addr { host: Some(host), container: Cidr { addr: a, prefix: pool.prefix } };
-            if let Some(w) = wanted {
-                if !claim(h, &c.name, w.addr)? {
-                    return Err(err(format!(
-                        "the address {} is already used by container `{}` on {}",
-                        w.addr,
-                        holder(h, w.addr),
-                        h.label
-                    ))
-                    .code("invalidInput"));
-                }
-                return Ok(mk(w.addr));
-            }
-            for a in held.iter().filter_map(|s| s.split('/').next()?.parse::<IpAddr>().ok()) {
-                if pool.is_usable(&a) && a != pool.first_host() && claim(h, &c.name, a)? {
-                    return Ok(mk(a));
-                }
-            }
-            for _ in 0..20 {
-                let taken: BTreeSet<IpAddr> =
-                    claims(h)?.into_keys().chain(std::iter::once(pool.first_host())).collect();
-                let a = allocate(pool, &taken, None).map_err(|e| {
-                    err(format!("container `{}` on {}: {e}", c.name, h.label)).code("invalidInput")
-                })?;
-                if claim(h, &c.name, a)? {
-                    return Ok(mk(a));
-                }
-            }
-            Err(err(format!("could not claim an address from {pool} on {}: too much contention", h.label)))
-        }
-    }
-}
-
-fn resolve(
-    h: &Host,
-    c: &Container,
-    prior: Option<&Object>,
-    probe: &Probe,
-) -> Result<Resolved, ProviderError> {
-    let prior_s =
-        |k: &str| prior.and_then(|o| o.get(k)).and_then(Value::as_str).unwrap_or_default().to_string();
-    let (p4, p6) = (prior_s("address"), prior_s("address6"));
-    let v4 = match &c.network.v4 {
-        Some(s) if c.network.mode != Mode::Host => Some(resolve_family(h, c, s, &[&p4, &probe.address])?),
-        _ => None,
-    };
-    let v6 = match &c.network.v6 {
-        Some(s) if c.network.mode != Mode::Host => Some(resolve_family(h, c, s, &[&p6, &probe.address6])?),
-        _ => None,
-    };
-    // Addresses the container held and no longer uses go back to the pool.
-    let now: Vec<String> =
-        [&v4, &v6].iter().filter_map(|a| a.as_ref().map(|a| a.container.addr.to_string())).collect();
-    let old: Vec<String> = [p4, p6, probe.address.clone(), probe.address6.clone()]
-        .into_iter()
-        .filter(|a| !a.is_empty() && !now.contains(a))
-        .collect();
-    if !old.is_empty() {
-        let mut args = vec![c.name.as_str()];
-        args.extend(old.iter().map(String::as_str));
-        h.run("releasing addresses", "release", &args, None, 30)?;
-    }
-    Ok(Resolved::new(c, v4, v6))
-}
-
 /// The sha256 of the `.nspawn` file as ferry writes it (its drift check).
 pub fn nspawn_sha256(files: &[unit::File]) -> String {
     hex::encode(sha2::Sha256::digest(files[0].content.as_bytes()))
@@ -275,7 +169,12 @@ fn deploy_on(
         )));
     }
 
-    // Build and copy the system.
+    build(d, c, cx)?;
+    place(h, d, c, prior, &pr, cx)
+}
+
+/// Build the system locally if the store lacks it (coalesced with the run's other builds).
+fn build(d: &Deps, c: &Container, cx: &CallContext) -> Result<(), ProviderError> {
     if !Path::new(&c.system).exists() {
         let targets = ferry_hosts::build::targets(d.context);
         if targets.is_empty() {
@@ -287,6 +186,19 @@ fn deploy_on(
         cx.progress("build", format!("building {}", c.system));
         d.builder.build(targets, vec![c.system.clone()], &d.nix_args).map_err(err)?;
     }
+    Ok(())
+}
+
+/// On a host that passed the probe's checks, with the system built: copy it, prepare the
+/// container, assign addresses, write its files, set the profile and activate.
+pub(crate) fn place(
+    h: &Host,
+    d: &Deps,
+    c: &Container,
+    prior: Option<&Prior>,
+    pr: &Probe,
+    cx: &CallContext,
+) -> Result<Object, ProviderError> {
     let copied = h.copy_closure(&d.nix_args, std::slice::from_ref(&c.system), d.copy_slots, &|m| {
         cx.progress("copy", m)
     })?;
@@ -300,7 +212,7 @@ fn deploy_on(
     }
 
     h.run("preparing the container", "prepare", &[&c.name, &c.system, d.owner], None, 60)?;
-    let net = resolve(h, c, prior.map(|p| &p.outputs), &pr)?;
+    let net = resolve(h, c, prior.map(|p| &p.outputs), pr)?;
     let files = unit::files(c, &net);
     let digest = unit::digest(&files, c);
     cx.progress("unit", format!("writing {}", unit::nspawn_path(&c.name)));
@@ -343,6 +255,19 @@ fn deploy_on(
     // Profile and activation.
     let out = h.run("setting the profile", "set-profile", &[&c.name, &c.system], None, 120)?;
     let link = kv(&out, "link");
+    activate(h, c, pr, &digest, cx)?;
+    let after = probe(h, &c.name)?;
+    Ok(outputs(c, h, &after, &link, &a4, &a6, &nspawn_sha256(&files)))
+}
+
+/// Start, reload, restart or leave the container, by `activation.strategy` and what changed.
+fn activate(
+    h: &Host,
+    c: &Container,
+    pr: &Probe,
+    digest: &str,
+    cx: &CallContext,
+) -> Result<(), ProviderError> {
     let system_changed = pr.current != c.system;
     let unit_changed = pr.started != digest;
     let timeout = c.stop_timeout.to_string();
@@ -363,16 +288,15 @@ fn deploy_on(
             Some(_) => {
                 cx.progress("activate", "restarting");
                 h.run("stopping the container", "stop", &[&c.name, &timeout], None, c.stop_timeout + 30)?;
-                h.run("starting the container", "start", &[&c.name, &digest, wait], None, 120)?;
+                h.run("starting the container", "start", &[&c.name, digest, wait], None, 120)?;
             }
             None => {}
         }
     } else if c.auto_start {
         cx.progress("activate", "starting");
-        h.run("starting the container", "start", &[&c.name, &digest, wait], None, 120)?;
+        h.run("starting the container", "start", &[&c.name, digest, wait], None, 120)?;
     }
-    let after = probe(h, &c.name)?;
-    Ok(outputs(c, h, &after, &link, &a4, &a6, &nspawn_sha256(&files)))
+    Ok(())
 }
 
 fn kv(out: &str, key: &str) -> String {

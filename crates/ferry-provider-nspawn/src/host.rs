@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use ferry_hosts::{Copied, Copy, Helper, HostConnection, HostExec, Slots};
+use ferry_hosts::{Copied, Copy, Helper, HostConnection, HostError, HostExec, Slots};
 use ferry_protocol::ProviderError;
 
 use crate::schema::HostSpec;
@@ -59,7 +59,19 @@ impl Host {
         stdin: Option<&[u8]>,
         timeout: u64,
     ) -> Result<String, ProviderError> {
-        Ok(helper().run(self.exec.as_ref(), what, mode, args, stdin, Duration::from_secs(timeout))?)
+        Ok(self.try_run(what, mode, args, stdin, timeout)?)
+    }
+
+    /// [`run`](Self::run), the failure typed (callers that tell failures apart by exit status).
+    pub fn try_run(
+        &self,
+        what: &str,
+        mode: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        timeout: u64,
+    ) -> Result<String, HostError> {
+        helper().run(self.exec.as_ref(), what, mode, args, stdin, Duration::from_secs(timeout))
     }
 
     /// A command running the helper attached to the caller's terminal (`shell`, `run`).

@@ -18,6 +18,7 @@
 //! provider); never writes to stdout itself; credentials never appear in events, errors or files
 //! other than their own 0600 files.
 
+mod addresses;
 pub mod container;
 pub mod host;
 pub mod imperative;
@@ -131,3 +132,6 @@ impl Provider for NspawnProvider {
         Ok(ActionResult { outputs, message: Some(message) })
     }
 }
+
+#[cfg(test)]
+mod tests;
