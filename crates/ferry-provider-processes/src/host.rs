@@ -102,9 +102,7 @@ impl Host {
                 .into_iter()
                 .any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok());
         }
-        let script = format!(
-            "grep -qE '^ *[0-9]+: [0-9A-F]+:{port:04X} [0-9A-F]+:0000 0A ' /proc/net/tcp /proc/net/tcp6 2>/dev/null"
-        );
+        let script = crate::scripts::common("tcp_listening", &[format!("{port:04X}")]);
         matches!(self.sh_status(&script), Ok((0, _, _)))
     }
 
@@ -112,14 +110,14 @@ impl Host {
         if self.is_local() {
             return std::path::Path::new(path).exists();
         }
-        matches!(self.sh_status(&format!("test -e {}", q(path))), Ok((0, _, _)))
+        matches!(self.sh_status(&command_line(&["test", "-e", path])), Ok((0, _, _)))
     }
 
     pub fn read_file(&self, path: &str) -> Result<String, ProviderError> {
         if self.is_local() {
             return std::fs::read_to_string(path).map_err(|e| self.err(format!("cannot read {path}: {e}")));
         }
-        self.sh(&format!("reading {path}"), &format!("cat {}", q(path)))
+        self.sh(&format!("reading {path}"), &command_line(&["cat", path]))
     }
 
     /// Make the closure of `paths` present on the host: nothing to do locally; over SSH the
@@ -135,6 +133,7 @@ impl Host {
             nix_args,
             paths,
             use_substitutes: false,
+            privileged: self.privileged,
             slots: None,
             progress: &|m| cx.progress("copy", m),
         };
@@ -142,7 +141,12 @@ impl Host {
     }
 }
 
-/// Shell single-quoting (always quoted, so that a quoted path can be followed by a glob).
+/// A command from words, each quoted.
+pub fn command_line(words: &[&str]) -> String {
+    words.iter().map(|w| q(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// Shell single-quoting (always quoted: no word is ever taken as shell code).
 pub fn q(s: &str) -> String {
     format!("'{}'", s.replace('\0', "").replace('\'', "'\\''"))
 }

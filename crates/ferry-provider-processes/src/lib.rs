@@ -18,6 +18,7 @@ mod ids;
 mod image;
 mod manager;
 pub mod schema;
+mod scripts;
 mod set;
 mod supervisor;
 mod users;

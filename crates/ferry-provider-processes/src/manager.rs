@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use ferry_protocol::ProviderError;
 use serde::Deserialize;
 
-use crate::host::{q, Host};
+use crate::host::Host;
+use crate::scripts::{Sh, S6, SUPERVISORD, SYSTEMD, SYSVINIT};
 use crate::supervisor::Rpc;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,12 +115,6 @@ impl<'a> Mgr<'a> {
     fn active_dir(&self) -> String {
         format!("{}/.ferry/active", self.state_dir)
     }
-    fn supervisor_conf(&self) -> String {
-        format!("{}/supervisord.conf", self.state_dir)
-    }
-    fn ctl(&self) -> String {
-        format!("supervisorctl -c {}", q(&self.supervisor_conf()))
-    }
     /// supervisord's XML-RPC socket, when ferry can talk to it directly (a local set).
     fn rpc(&self) -> Option<Rpc> {
         (self.kind == "supervisord" && self.host.is_local())
@@ -134,8 +129,14 @@ impl<'a> Mgr<'a> {
     fn svscan_pid(&self) -> String {
         format!("{}/s6-svscan.pid", self.runtime_dir)
     }
-    fn initd(&self, n: &str) -> String {
-        format!("{}/init.d/{n}", self.state_dir)
+    /// A script with the manager's shell library.
+    fn script(&self) -> Sh {
+        Sh::new(&[match self.kind.as_str() {
+            "supervisord" => SUPERVISORD,
+            "s6" => S6,
+            "sysvinit" => SYSVINIT,
+            _ => SYSTEMD,
+        }])
     }
 
     /// Installed processes: name -> config store path.
@@ -150,84 +151,42 @@ impl<'a> Mgr<'a> {
             }
             return Ok(out);
         }
-        let out = self.host.sh(
-            "listing installed processes",
-            &format!(
-                "d={}; [ -d \"$d\" ] || exit 0; for l in \"$d\"/*; do [ -L \"$l\" ] && printf '%s %s\\n' \"${{l##*/}}\" \"$(readlink \"$l\")\"; done; true",
-                q(&self.active_dir())
-            ),
-        )?;
+        let script = crate::scripts::common("list_active", &[self.active_dir()]);
+        let out = self.host.sh("listing installed processes", &script)?;
         Ok(out
             .lines()
             .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
             .collect())
     }
 
-    fn set_active(&self, names: &[(&str, &str)]) -> String {
-        let mut s = format!("mkdir -p {}\n", q(&self.active_dir()));
-        for (n, config) in names {
-            s += &format!("ln -sfn {} {}\n", q(config), q(&format!("{}/{n}", self.active_dir())));
-        }
-        s
+    fn set_active(&self, sh: &mut Sh, procs: &[(&str, &str)]) {
+        let mut args = vec![self.active_dir()];
+        args.extend(procs.iter().flat_map(|(n, c)| [n.to_string(), c.to_string()]));
+        sh.call("set_active", &args);
     }
 
-    fn unset_active(&self, names: &[&str]) -> String {
-        names.iter().map(|n| format!("rm -f {}\n", q(&format!("{}/{n}", self.active_dir())))).collect()
+    fn unset_active(&self, sh: &mut Sh, names: &[&str]) {
+        sh.call("unset_active", &with(&self.active_dir(), names));
     }
 
     /// Directories, and the manager's daemon when it has one (supervisord, s6-svscan).
     /// `conf` is the profile's manager configuration (supervisord.conf), if any.
     pub fn ensure(&self, profile: &str) -> Result<(), ProviderError> {
-        let dirs = format!(
-            "mkdir -p {} {} {} {}\n",
-            q(&self.state_dir),
-            q(&self.runtime_dir),
-            q(&self.log_dir),
-            q(&self.active_dir())
-        );
-        match self.kind.as_str() {
+        let mut sh = self.script();
+        sh.call("ensure_dirs", &[&self.state_dir, &self.runtime_dir, &self.log_dir, &self.active_dir()]);
+        let what = match self.kind.as_str() {
             "supervisord" => {
-                let conf = self.supervisor_conf();
-                self.host.sh(
-                    "starting supervisord",
-                    &format!(
-                        "{dirs}mkdir -p {cd}\nln -sfn {src} {conf}\n\
-                         p=$(cat {pid} 2>/dev/null)\n\
-                         if [ -z \"$p\" ] || ! kill -0 \"$p\" 2>/dev/null || [ ! -S {sock} ]; then\n\
-                           supervisord -c {conf} >>{log} 2>&1 </dev/null || exit 1\n\
-                           i=0; until [ -S {sock} ] && {ctl} pid >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 100 ] && {{ echo 'supervisord did not come up' >&2; exit 1; }}; sleep 0.1; done\n\
-                         fi",
-                        cd = q(&format!("{}/conf.d", self.state_dir)),
-                        src = q(&format!("{profile}/supervisord.conf")),
-                        conf = q(&conf),
-                        ctl = self.ctl(),
-                        pid = q(&format!("{}/supervisord.pid", self.runtime_dir)),
-                        sock = q(&format!("{}/supervisord.sock", self.runtime_dir)),
-                        log = q(&format!("{}/supervisord.out", self.log_dir)),
-                    ),
-                )?;
+                sh.call("sv_up", &[&self.state_dir, &self.runtime_dir, &self.log_dir, profile]);
+                "starting supervisord"
             }
             "s6" => {
-                self.host.sh(
-                    "starting s6-svscan",
-                    &format!(
-                        "{dirs}mkdir -p {scan}\n\
-                         p=$(cat {pid} 2>/dev/null)\n\
-                         if [ -z \"$p\" ] || ! kill -0 \"$p\" 2>/dev/null; then\n\
-                           setsid s6-svscan {scan} >>{log} 2>&1 </dev/null &\n\
-                           echo $! > {pid}\n\
-                           i=0; until [ -p {scan}/.s6-svscan/control ]; do i=$((i+1)); [ $i -gt 100 ] && {{ echo 's6-svscan did not come up' >&2; exit 1; }}; sleep 0.05; done\n\
-                         fi",
-                        scan = q(&self.scandir()),
-                        pid = q(&self.svscan_pid()),
-                        log = q(&format!("{}/s6-svscan.log", self.log_dir)),
-                    ),
-                )?;
+                let log = format!("{}/s6-svscan.log", self.log_dir);
+                sh.call("s6_up", &[self.scandir(), self.svscan_pid(), log]);
+                "starting s6-svscan"
             }
-            _ => {
-                self.host.sh("creating directories", &dirs)?;
-            }
-        }
+            _ => "creating directories",
+        };
+        self.host.sh(what, sh.text())?;
         Ok(())
     }
 
@@ -254,7 +213,9 @@ impl<'a> Mgr<'a> {
                 }
             }
             "supervisord" => {
-                let (_, text, _) = self.host.sh_status(&format!("{} status", self.ctl()))?;
+                let mut sh = self.script();
+                sh.call("sv_ctl", &[self.state_dir.as_str(), "status"]);
+                let (_, text, _) = self.host.sh_status(sh.text())?;
                 let mut seen = BTreeMap::new();
                 for line in text.lines() {
                     let mut w = line.split_whitespace();
@@ -283,15 +244,12 @@ impl<'a> Mgr<'a> {
                 }
             }
             "s6" => {
-                let mut script = String::new();
-                for n in names {
-                    let d = q(&format!("{}/{n}", self.scandir()));
-                    script += &format!(
-                        "printf '%s ' {n}; if [ -d {d}/supervise ]; then s6-svstat -o up,pid,updownfor,wantedup,exitcode {d} 2>/dev/null || echo unknown; else echo missing; fi\n",
-                        n = q(n)
-                    );
-                }
-                let (_, text, _) = self.host.sh_status(&script)?;
+                let mut sh = self.script();
+                sh.call(
+                    "s6_status",
+                    &with(&self.scandir(), &names.iter().map(String::as_str).collect::<Vec<_>>()),
+                );
+                let (_, text, _) = self.host.sh_status(sh.text())?;
                 for line in text.lines() {
                     let w: Vec<&str> = line.split_whitespace().collect();
                     let Some(n) = w.first() else { continue };
@@ -317,16 +275,12 @@ impl<'a> Mgr<'a> {
                 }
             }
             "sysvinit" => {
-                let mut script = String::new();
-                for n in names {
-                    let pid = q(&format!("{}/{n}.pid", self.runtime_dir));
-                    script += &format!(
-                        "p=$(cat {pid} 2>/dev/null); s=; if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then s=$(cat /proc/\"$p\"/stat 2>/dev/null); s=${{s##*) }}; s=${{s%% *}}; fi; \
-                         if [ -n \"$p\" ] && [ -n \"$s\" ] && [ \"$s\" != Z ]; then echo {n} running \"$p\"; else echo {n} stopped; fi\n",
-                        n = q(n)
-                    );
-                }
-                let text = self.host.sh("reading process status", &script)?;
+                let mut sh = self.script();
+                sh.call(
+                    "sysv_status",
+                    &with(&self.runtime_dir, &names.iter().map(String::as_str).collect::<Vec<_>>()),
+                );
+                let text = self.host.sh("reading process status", sh.text())?;
                 for line in text.lines() {
                     let w: Vec<&str> = line.split_whitespace().collect();
                     match w.as_slice() {
@@ -341,20 +295,13 @@ impl<'a> Mgr<'a> {
                 }
             }
             _ => {
-                let units: Vec<String> = names.iter().map(|n| q(&self.unit(n))).collect();
+                let units: Vec<String> = names.iter().map(|n| self.unit(n)).collect();
                 // A simple service is `active` as soon as it is forked, and stays so for a moment
                 // after it exited: like supervisord's startsecs, it runs once its main process has
-                // been up for a second. Its age: start time (/proc/PID/stat field 22, clock ticks
-                // since boot) against /proc/uptime, both read on the host (in systemd's PID
-                // namespace: a main PID with no /proc entry is a process that has exited).
-                let (_, text, _) = self.host.sh_status(&format!(
-                    "systemctl show -p Id,ActiveState,SubState,MainPID {} | while IFS= read -r l; do\n\
-                     printf '%s\\n' \"$l\"\n\
-                     case $l in MainPID=*) p=${{l#MainPID=}}; if [ \"$p\" != 0 ] && s=$(cat /proc/\"$p\"/stat 2>/dev/null); then \
-                     s=${{s##*) }}; set -- $s; printf 'Up=%s %s %s\\n' \"${{20}}\" \"$(cut -d' ' -f1 /proc/uptime)\" \"$(getconf CLK_TCK 2>/dev/null || echo 100)\"; fi;; esac\n\
-                     done",
-                    units.join(" ")
-                ))?;
+                // been up for a second (systemd.sh's `Up=`).
+                let mut sh = self.script();
+                sh.call("systemd_status", &units);
+                let (_, text, _) = self.host.sh_status(sh.text())?;
                 let mut cur: BTreeMap<&str, &str> = BTreeMap::new();
                 let flush = |cur: &mut BTreeMap<&str, &str>, out: &mut BTreeMap<String, Status>| {
                     if let Some(id) = cur.get("Id") {
@@ -414,58 +361,36 @@ impl<'a> Mgr<'a> {
         if names.is_empty() {
             return Ok(());
         }
-        let list = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(" ");
-        let script = match self.kind.as_str() {
+        let what = format!("stopping {}", names.join(", "));
+        let mut sh = self.script();
+        match self.kind.as_str() {
             "supervisord" => {
-                let mut s = String::new();
-                for n in names {
-                    s += &format!("rm -f {}\n", q(&format!("{}/conf.d/{n}.conf", self.state_dir)));
-                }
+                sh.call("sv_unlink", &with(&self.state_dir, names));
                 if let Some(rpc) = self.rpc() {
-                    self.host
-                        .sh(&format!("stopping {}", names.join(", ")), &(s + &self.unset_active(names)))?;
+                    self.unset_active(&mut sh, names);
+                    self.host.sh(&what, sh.text())?;
                     return rpc.update(names).map_err(|e| self.rpc_err("stopping processes", e));
                 }
-                // `stop` first: `update` alone stops a group with stopProcessGroup, which
-                // answers only on supervisord's next 1 s tick, for each group in turn.
-                s + &format!(
-                    "{c} stop {list} >/dev/null 2>&1 || true\n{c} update {list} >/dev/null\n",
-                    c = self.ctl()
-                ) + &self.unset_active(names)
+                sh.call("sv_stop", &with(&self.state_dir, names))
+                    .call("sv_update", &with(&self.state_dir, names));
             }
             "s6" => {
-                let mut s = String::new();
                 for n in names {
-                    s += &self.s6_drop(n);
+                    sh.call("s6_drop", &[&self.scandir(), *n]);
                 }
-                s + &format!("s6-svscanctl -an {} 2>/dev/null || true\n", q(&self.scandir()))
-                    + &self.unset_active(names)
+                sh.call("s6_rescan_quiet", &[self.scandir()]);
             }
             "sysvinit" => {
-                let mut s = String::new();
-                for n in names {
-                    let i = q(&self.initd(n));
-                    s += &format!("if [ -e {i} ]; then {i} stop; fi\nrm -f {i}\n");
-                }
-                s + &self.unset_active(names)
+                sh.call("sysv_remove", &with(&self.state_dir, names));
             }
             _ => {
-                let mut s = String::new();
-                for n in names {
-                    let u = self.unit(n);
-                    // A unit that failed stays loaded (and `systemctl --failed`, the system
-                    // `degraded`) after its file is gone, unless its failure is reset.
-                    s += &format!(
-                        "systemctl stop {u} || true\nsystemctl reset-failed {u} 2>/dev/null || true\n\
-                         systemctl disable --quiet {u} 2>/dev/null || true\nrm -f {}\n",
-                        q(&format!("{}/{u}", self.systemd_dir)),
-                        u = q(&u)
-                    );
-                }
-                s + "systemctl daemon-reload\n" + &self.unset_active(names)
+                let units: Vec<String> = names.iter().map(|n| self.unit(n)).collect();
+                let units: Vec<&str> = units.iter().map(String::as_str).collect();
+                sh.call("systemd_remove", &with(&self.systemd_dir, &units));
             }
-        };
-        self.host.sh(&format!("stopping {}", names.join(", ")), &script).map(|_| ())
+        }
+        self.unset_active(&mut sh, names);
+        self.host.sh(&what, sh.text()).map(|_| ())
     }
 
     /// Install the configs of `procs` (name, config, unit) and start them; a process whose
@@ -479,75 +404,54 @@ impl<'a> Mgr<'a> {
             return Ok(());
         }
         let names: Vec<&str> = procs.iter().map(|p| p.0).collect();
-        let list = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(" ");
-        let pairs: Vec<(&str, &str)> = procs.to_vec();
-        let script = match self.kind.as_str() {
+        let pairs: Vec<&str> = procs.iter().flat_map(|(n, c)| [*n, *c]).collect();
+        let mut sh = self.script();
+        match self.kind.as_str() {
             "supervisord" => {
-                let mut s = format!("mkdir -p {}\n", q(&format!("{}/conf.d", self.state_dir)));
-                for (n, c) in procs {
-                    s += &format!(
-                        "ln -sfn {} {}\n",
-                        q(&format!("{c}/program.conf")),
-                        q(&format!("{}/conf.d/{n}.conf", self.state_dir))
-                    );
-                }
+                sh.call("sv_link", &with(&self.state_dir, &pairs));
                 // `update NAMES` re-reads the configuration and, for these groups only, stops and
                 // removes changed ones and adds (autostarts) new and changed ones.
                 if let Some(rpc) = self.rpc() {
-                    self.host
-                        .sh(&format!("installing {}", names.join(", ")), &(s + &self.set_active(&pairs)))?;
+                    self.set_active(&mut sh, procs);
+                    self.host.sh(&format!("installing {}", names.join(", ")), sh.text())?;
                     return rpc.update(&names).map_err(|e| self.rpc_err("starting processes", e));
                 }
-                let changed: Vec<String> =
-                    procs.iter().filter(|p| active.contains_key(p.0)).map(|p| q(p.0)).collect();
+                let changed: Vec<&str> = names.iter().copied().filter(|n| active.contains_key(*n)).collect();
                 if !changed.is_empty() {
-                    s += &format!("{} stop {} >/dev/null 2>&1 || true\n", self.ctl(), changed.join(" "));
+                    sh.call("sv_stop", &with(&self.state_dir, &changed));
                 }
-                s + &self.set_active(&pairs) + &format!("{} update {list}\n", self.ctl())
+                self.set_active(&mut sh, procs);
+                sh.call("sv_update", &with(&self.state_dir, &names));
             }
             "s6" => {
                 // A changed process gets a fresh service directory (and s6-supervise), so its
                 // status carries no exit code of the previous instance.
-                let mut s = String::new();
                 for (n, c) in procs {
                     if active.contains_key(*n) {
-                        s += &self.s6_drop(n);
+                        sh.call("s6_drop", &[&self.scandir(), *n]);
                     }
-                    s += &self.s6_create(n, c);
+                    sh.call("s6_create", &[&self.scandir(), *n, *c]);
                 }
-                s + &format!("s6-svscanctl -a {}\n", q(&self.scandir())) + &self.set_active(&pairs)
+                sh.call("s6_rescan", &[self.scandir()]);
+                self.set_active(&mut sh, procs);
             }
             "sysvinit" => {
-                let mut s = format!("mkdir -p {}\n", q(&format!("{}/init.d", self.state_dir)));
                 for (n, c) in procs {
-                    let i = q(&self.initd(n));
-                    if active.contains_key(*n) {
-                        s += &format!("if [ -e {i} ]; then {i} stop; fi\n");
-                    }
-                    s += &format!("ln -sfn {} {i}\n{i} start\n", q(&format!("{c}/init.d")));
+                    let was = if active.contains_key(*n) { "1" } else { "0" };
+                    sh.call("sysv_install", &[&self.state_dir, *n, *c, was]);
                 }
-                s + &self.set_active(&pairs)
+                self.set_active(&mut sh, procs);
             }
             _ => {
-                let mut s = format!("mkdir -p {}\n", q(&self.systemd_dir));
-                for (n, c) in procs {
-                    let u = self.unit(n);
-                    s += &format!(
-                        "ln -sfn {} {}\n",
-                        q(&format!("{c}/{u}")),
-                        q(&format!("{}/{u}", self.systemd_dir))
-                    );
-                }
-                s += "systemctl daemon-reload\n";
-                for (n, _) in procs {
-                    let u = self.unit(n);
-                    // Enabled (its [Install] section: multi-user.target), so it runs after a reboot.
-                    s += &format!("systemctl enable --quiet {u}\nsystemctl restart {u}\n", u = q(&u));
-                }
-                s + &self.set_active(&pairs)
+                let units: Vec<String> =
+                    procs.iter().flat_map(|(n, c)| [self.unit(n), c.to_string()]).collect();
+                let mut args = vec![self.systemd_dir.clone()];
+                args.extend(units);
+                sh.call("systemd_install", &args);
+                self.set_active(&mut sh, procs);
             }
-        };
-        self.host.sh(&format!("starting {}", names.join(", ")), &script).map(|_| ())
+        }
+        self.host.sh(&format!("starting {}", names.join(", ")), sh.text()).map(|_| ())
     }
 
     /// Start installed processes that are not running (same config).
@@ -555,8 +459,8 @@ impl<'a> Mgr<'a> {
         if names.is_empty() {
             return Ok(());
         }
-        let list = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(" ");
-        let script = match self.kind.as_str() {
+        let mut sh = self.script();
+        match self.kind.as_str() {
             // `update` first: a group that supervisord does not know (a new supervisord) is added.
             "supervisord" if self.rpc().is_some() => {
                 let rpc = self.rpc().expect("checked");
@@ -566,72 +470,45 @@ impl<'a> Mgr<'a> {
                 }
                 return Ok(());
             }
-            "supervisord" => format!("{c} update {list} >/dev/null; {c} start {list}\n", c = self.ctl()),
+            "supervisord" => {
+                sh.call("sv_start", &with(&self.state_dir, names));
+            }
             "s6" => {
                 let active = self.active()?;
-                let mut s = String::new();
                 for n in names {
                     let Some(c) = active.get(*n) else { continue };
-                    s += &self.s6_drop(n);
-                    s += &self.s6_create(n, c);
+                    sh.call("s6_drop", &[&self.scandir(), *n]).call("s6_create", &[&self.scandir(), *n, c]);
                 }
-                s + &format!("s6-svscanctl -a {}\n", q(&self.scandir()))
+                sh.call("s6_rescan", &[self.scandir()]);
             }
-            "sysvinit" => names.iter().map(|n| format!("{} start\n", q(&self.initd(n)))).collect(),
-            _ => names
-                .iter()
-                .map(|n| {
-                    let u = self.unit(n);
-                    format!("systemctl start {}\n", q(&u))
-                })
-                .collect(),
-        };
-        self.host.sh(&format!("starting {}", names.join(", ")), &script).map(|_| ())
-    }
-
-    /// Stop a service, end its s6-supervise, remove its directory. The directory is first
-    /// renamed to a dot name, which s6-svscan ignores: otherwise it would start a new
-    /// s6-supervise for it as soon as the old one exits.
-    fn s6_drop(&self, n: &str) -> String {
-        let d = q(&format!("{}/{n}", self.scandir()));
-        let old = q(&format!("{}/.{n}.old", self.scandir()));
-        format!(
-            "rm -rf {old}; if [ -d {d} ]; then mv {d} {old}; \
-             if [ -d {old}/supervise ] && s6-svok {old} 2>/dev/null; then s6-svc -wD -T 30000 -d {old} || true; s6-svc -x {old} || true; \
-             i=0; while s6-svok {old} 2>/dev/null; do i=$((i+1)); [ $i -gt 200 ] && break; sleep 0.05; done; fi; rm -rf {old}; fi\n"
-        )
-    }
-
-    /// A service directory for config `c`, moved into place whole (s6-svscan may scan any time).
-    fn s6_create(&self, n: &str, c: &str) -> String {
-        let d = q(&format!("{}/{n}", self.scandir()));
-        let tmp = q(&format!("{}/.{n}.new", self.scandir()));
-        format!(
-            "rm -rf {tmp}; mkdir -p {tmp}\n\
-             for f in run finish timeout-kill dependencies; do if [ -e {c}/$f ]; then ln -s {c}/$f {tmp}/$f; fi; done\n\
-             ln -s {c} {tmp}/config\nmv {tmp} {d}\n",
-            c = q(c)
-        )
+            "sysvinit" => {
+                sh.call("sysv_start", &with(&self.state_dir, names));
+            }
+            _ => {
+                let units: Vec<String> = names.iter().map(|n| self.unit(n)).collect();
+                sh.call("systemd_start", &units);
+            }
+        }
+        self.host.sh(&format!("starting {}", names.join(", ")), sh.text()).map(|_| ())
     }
 
     /// Stop the manager's daemon (after every process was removed).
     pub fn shutdown(&self) -> Result<(), ProviderError> {
-        let script = match self.kind.as_str() {
-            "supervisord" => format!(
-                "if {c} pid >/dev/null 2>&1; then p=$({c} pid); {c} shutdown >/dev/null 2>&1; \
-                 i=0; while kill -0 \"$p\" 2>/dev/null; do i=$((i+1)); [ $i -gt 200 ] && break; sleep 0.05; done; fi\n",
-                c = self.ctl()
-            ),
-            "s6" => format!(
-                "p=$(cat {pid} 2>/dev/null); if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then s6-svscanctl -t {scan} 2>/dev/null || kill \"$p\"; \
-                 i=0; while kill -0 \"$p\" 2>/dev/null; do i=$((i+1)); [ $i -gt 200 ] && break; sleep 0.05; done; fi; rm -f {pid}\n",
-                pid = q(&self.svscan_pid()),
-                scan = q(&self.scandir())
-            ),
+        let mut sh = self.script();
+        match self.kind.as_str() {
+            "supervisord" => sh.call("sv_shutdown", &[&self.state_dir]),
+            "s6" => sh.call("s6_shutdown", &[self.scandir(), self.svscan_pid()]),
             _ => return Ok(()),
         };
-        self.host.sh("stopping the process manager", &script).map(|_| ())
+        self.host.sh("stopping the process manager", sh.text()).map(|_| ())
     }
+}
+
+/// `first` and then `rest`, as call arguments.
+fn with<'a>(first: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![first];
+    v.extend_from_slice(rest);
+    v
 }
 
 /// systemd unit names of a manifest's processes.

@@ -15,9 +15,10 @@ use ferry_protocol::sdk::CallContext;
 use ferry_protocol::{ActionParams, ActionResult, Object, ProviderError, ReadResult};
 use serde_json::{json, Value};
 
-use crate::host::{parse_target, q, Host, HostTarget};
+use crate::host::{command_line, parse_target, Host, HostTarget};
 use crate::manager::{units_of, Manifest, Mgr, Status};
 use crate::schema::SetInputs;
+use crate::scripts::common;
 use crate::users;
 use crate::Options;
 
@@ -63,10 +64,7 @@ fn read_manifest(host: &Host, profile: &str) -> Result<Manifest, ProviderError> 
 
 /// The store path the profile points to, and its generation number.
 fn current_profile(host: &Host, path: &str) -> Result<Option<(String, Option<u64>)>, ProviderError> {
-    let out = host.sh(
-        "reading the profile",
-        &format!("p={}; if [ -L \"$p\" ]; then readlink \"$p\"; readlink -f \"$p\"; fi", q(path)),
-    )?;
+    let out = host.sh("reading the profile", &common("profile_read", &[path]))?;
     let mut lines = out.lines();
     let (Some(link), Some(target)) = (lines.next(), lines.next()) else { return Ok(None) };
     Ok(Some((target.to_string(), generation(link))))
@@ -283,20 +281,9 @@ fn ready(mgr: &Mgr, m: &Manifest, n: &str) -> bool {
 }
 
 fn set_profile(host: &Host, opts: &Options, path: &str, store: &str) -> Result<Option<u64>, ProviderError> {
-    let nix: String = opts.nix_args().iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
-    host.sh(
-        "setting the profile",
-        &format!(
-            "p={p}; s={s}; mkdir -p \"$(dirname \"$p\")\"\n\
-             if command -v nix-env >/dev/null 2>&1; then exec nix-env {nix} -p \"$p\" --set \"$s\" >/dev/null; fi\n\
-             # No Nix here (a container): the generation links nix-env would make.\n\
-             n=0; for l in \"$p\"-[0-9]*-link; do [ -L \"$l\" ] || continue; g=${{l#\"$p\"-}}; g=${{g%-link}}; \
-             [ \"$g\" -gt \"$n\" ] && n=$g; done\n\
-             n=$((n + 1)); ln -sfn \"$s\" \"$p-$n-link\" && ln -sfn \"$(basename \"$p\")-$n-link\" \"$p\"",
-            p = q(path),
-            s = q(store)
-        ),
-    )?;
+    let mut args = vec![path.to_string(), store.to_string()];
+    args.extend(opts.nix_args());
+    host.sh("setting the profile", &common("profile_set", &args))?;
     Ok(current_profile(host, path)?.and_then(|c| c.1))
 }
 
@@ -533,21 +520,12 @@ pub fn delete(name: &str, inputs: &Object, recorded: &Object, cx: &CallContext) 
     let mgr = Mgr::new(&host, &m, &s.systemd_dir);
     switch(&mgr, &m.empty_like(), None, Some(&m), Duration::from_secs(s.start_timeout), cx)?;
     mgr.shutdown()?;
-    host.sh(
-        "removing the profile",
-        &format!(
-            "p={}; rm -f \"$p\"; for l in \"$p\"-[0-9]*-link; do [ -L \"$l\" ] && rm -f \"$l\"; done; true",
-            q(&path)
-        ),
-    )?;
+    host.sh("removing the profile", &common("profile_remove", &[&path]))?;
     Ok(())
 }
 
 fn generations(host: &Host, path: &str) -> Result<Vec<(u64, String)>, ProviderError> {
-    let out = host.sh(
-        "listing generations",
-        &format!("for l in {}-[0-9]*-link; do [ -L \"$l\" ] && printf '%s %s\\n' \"$l\" \"$(readlink \"$l\")\"; done; true", q(path)),
-    )?;
+    let out = host.sh("listing generations", &common("profile_generations", &[path]))?;
     let mut g: Vec<(u64, String)> = out
         .lines()
         .filter_map(|l| {
@@ -604,10 +582,9 @@ pub fn action(opts: &Options, p: &ActionParams, cx: &CallContext) -> Result<Acti
                     err(name, format!("generation {cur_gen} is the oldest: nothing to roll back to"))
                 })?,
             };
-            let target_store = host.sh(
-                "resolving the generation",
-                &format!("readlink -f {}", q(&format!("{path}-{}-link", target.0))),
-            )?;
+            let link = format!("{path}-{}-link", target.0);
+            let target_store =
+                host.sh("resolving the generation", &command_line(&["readlink", "-f", &link]))?;
             let target_store = target_store.trim().to_string();
             let tm = read_manifest(&host, &target_store)?;
             let om = read_manifest(&host, &cur_store).ok();
@@ -625,16 +602,9 @@ pub fn action(opts: &Options, p: &ActionParams, cx: &CallContext) -> Result<Acti
                     return Err(ProviderError::new(format!("{}; stayed on generation {cur_gen}", e.message)));
                 }
             };
-            let nix: String = opts.nix_args().iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
-            host.sh(
-                "switching the profile generation",
-                &format!(
-                    "p={}; if command -v nix-env >/dev/null 2>&1; then nix-env {nix} -p \"$p\" --switch-generation {g} >/dev/null; \
-                     else ln -sfn \"$(basename \"$p\")-{g}-link\" \"$p\"; fi",
-                    q(&path),
-                    g = target.0
-                ),
-            )?;
+            let mut args = vec![path.clone(), target.0.to_string()];
+            args.extend(opts.nix_args());
+            host.sh("switching the profile generation", &common("profile_switch", &args))?;
             Ok(ActionResult {
                 outputs: None,
                 message: Some(format!("rolled back to generation {}: {}", target.0, sum.describe())),

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use ferry_protocol::ProviderError;
 use serde_json::Value;
 
-use crate::host::{q, Host};
+use crate::host::Host;
 use crate::manager::Manifest;
+use crate::scripts::{Sh, USERS};
 
 /// (users: name -> (group, uid), groups: name -> gid) the manifest's processes need.
 type Needs = (BTreeMap<String, (String, Option<String>)>, BTreeMap<String, Option<String>>);
@@ -50,45 +51,21 @@ fn record(m: &Manifest) -> String {
     format!("{}/.ferry/created", m.state_dir)
 }
 
-const FUNCTIONS: &str = r#"
-has_group() { if command -v getent >/dev/null 2>&1; then getent group "$1" >/dev/null; else grep -q "^$1:" /etc/group; fi; }
-mkgroup() {
-  has_group "$1" && return 0
-  if command -v groupadd >/dev/null 2>&1; then groupadd --system ${2:+--gid "$2"} "$1"
-  else addgroup -S ${2:+-g "$2"} "$1"; fi || { echo "error: cannot create group $1" >&2; exit 1; }
-  echo "group $1" >> "$rec"; echo "created group $1"
-}
-mkuser() {
-  id -u "$1" >/dev/null 2>&1 && return 0
-  if command -v useradd >/dev/null 2>&1; then
-    useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin ${3:+--uid "$3"} --gid "$2" "$1"
-  else adduser -S -D -H -h / -s /bin/false ${3:+-u "$3"} -G "$2" "$1"; fi \
-    || { echo "error: cannot create user $1" >&2; exit 1; }
-  echo "user $1" >> "$rec"; echo "created user $1"
-}
-rmuser() { if command -v userdel >/dev/null 2>&1; then userdel "$1"; else deluser "$1"; fi; }
-rmgroup() {
-  has_group "$1" || return 0
-  if command -v groupdel >/dev/null 2>&1; then groupdel "$1"; else delgroup "$1"; fi
-}
-"#;
-
 /// Create the users and groups `m` needs that do not exist. Returns what was created.
 pub fn ensure(host: &Host, m: &Manifest) -> Result<Vec<String>, ProviderError> {
     if !any(m) {
         return Ok(vec![]);
     }
     let (users, groups) = needs(m);
-    let rec = record(m);
-    let mut s =
-        format!("set -e\nrec={}\nmkdir -p \"$(dirname \"$rec\")\"; touch \"$rec\"\n{FUNCTIONS}", q(&rec));
+    let mut s = Sh::new(&[USERS]);
+    s.call("users_record", &[record(m)]);
     for (g, gid) in &groups {
-        s += &format!("mkgroup {} {}\n", q(g), q(gid.as_deref().unwrap_or("")));
+        s.call("mkgroup", &[g.as_str(), gid.as_deref().unwrap_or("")]);
     }
     for (u, (g, uid)) in &users {
-        s += &format!("mkuser {} {} {}\n", q(u), q(g), q(uid.as_deref().unwrap_or("")));
+        s.call("mkuser", &[u.as_str(), g.as_str(), uid.as_deref().unwrap_or("")]);
     }
-    let out = host.sh("creating users and groups", &s)?;
+    let out = host.sh("creating users and groups", s.text())?;
     Ok(out.lines().filter_map(|l| l.strip_prefix("created ")).map(str::to_string).collect())
 }
 
@@ -101,21 +78,8 @@ pub fn prune(host: &Host, m: &Manifest) -> Result<Vec<String>, ProviderError> {
         .map(|u| format!("user {u}"))
         .chain(groups.keys().map(|g| format!("group {g}")))
         .collect();
-    let s = format!(
-        "rec={rec}\n[ -f \"$rec\" ] || exit 0\n{FUNCTIONS}keep={keep}\n\
-         new=$(mktemp \"$rec.XXXXXX\")\n\
-         for kind in user group; do\n\
-           grep \"^$kind \" \"$rec\" | sort -u | while read -r k name; do\n\
-             if printf '%s\\n' \"$keep\" | grep -qx \"$k $name\"; then echo \"$k $name\" >> \"$new\"; continue; fi\n\
-             if [ \"$k\" = user ]; then rmuser \"$name\" || {{ echo \"$k $name\" >> \"$new\"; continue; }}\n\
-             else rmgroup \"$name\" || {{ echo \"$k $name\" >> \"$new\"; continue; }}; fi\n\
-             echo \"removed $k $name\"\n\
-           done\n\
-         done\n\
-         mv -f \"$new\" \"$rec\"\n",
-        rec = q(&record(m)),
-        keep = q(&keep.join("\n")),
-    );
-    let out = host.sh("removing users and groups", &s)?;
+    let mut s = Sh::new(&[USERS]);
+    s.call("users_prune", &[record(m), keep.join("\n")]);
+    let out = host.sh("removing users and groups", s.text())?;
     Ok(out.lines().filter_map(|l| l.strip_prefix("removed ")).map(str::to_string).collect())
 }
