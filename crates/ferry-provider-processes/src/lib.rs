@@ -13,6 +13,7 @@
 //! Architecture invariant: depends on `ferry-protocol` and `ferry-hosts` only, no other
 //! provider; managers are driven with their own command-line tools, never reimplemented.
 
+mod actions;
 mod host;
 mod ids;
 mod image;
@@ -119,7 +120,7 @@ impl Provider for Builtin {
         if p.kind != "set" {
             return Err(unknown_kind("processes", &p.kind, "set, image"));
         }
-        set::action(self.options(), &p, cx)
+        actions::action(self.options(), &p, cx)
     }
 }
 
@@ -160,3 +161,6 @@ pub fn run() -> std::io::Result<()> {
 pub fn run_ids() -> std::io::Result<()> {
     ferry_protocol::sdk::serve(Ids)
 }
+
+#[cfg(test)]
+mod tests;

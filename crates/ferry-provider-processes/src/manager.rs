@@ -197,159 +197,176 @@ impl<'a> Mgr<'a> {
             return Ok(out);
         }
         match self.kind.as_str() {
-            "supervisord" if self.rpc().is_some() => {
-                // Not answering: no supervisord, so nothing runs.
-                let all = self.rpc().map(|r| r.all()).unwrap_or(Ok(BTreeMap::new())).unwrap_or_default();
-                for n in names {
-                    let st = match all.get(n) {
-                        None => Status::Down("not loaded".into()),
-                        Some(i) if i.state == "RUNNING" => Status::Running { pid: i.pid },
-                        Some(i) if matches!(i.state.as_str(), "STARTING" | "BACKOFF" | "STOPPING") => {
-                            Status::Starting(i.state.clone())
-                        }
-                        Some(i) => Status::Down(format!("{} {}", i.state, i.description).trim().to_string()),
-                    };
-                    out.insert(n.clone(), st);
-                }
-            }
-            "supervisord" => {
-                let mut sh = self.script();
-                sh.call("sv_ctl", &[self.state_dir.as_str(), "status"]);
-                let (_, text, _) = self.host.sh_status(sh.text())?;
-                let mut seen = BTreeMap::new();
-                for line in text.lines() {
-                    let mut w = line.split_whitespace();
-                    let (Some(n), Some(state)) = (w.next(), w.next()) else { continue };
-                    let rest: Vec<&str> = w.collect();
-                    let st = if state == "RUNNING" {
-                        let pid = rest
-                            .iter()
-                            .position(|x| *x == "pid")
-                            .and_then(|i| rest.get(i + 1))
-                            .and_then(|p| p.trim_end_matches(',').parse().ok())
-                            .unwrap_or(0);
-                        Status::Running { pid }
-                    } else if matches!(state, "STARTING" | "BACKOFF" | "STOPPING") {
-                        Status::Starting(state.into())
-                    } else {
-                        Status::Down(format!("{state} {}", rest.join(" ")).trim().to_string())
-                    };
-                    seen.insert(n.to_string(), st);
-                }
-                for n in names {
-                    out.insert(
-                        n.clone(),
-                        seen.remove(n).unwrap_or_else(|| Status::Down("not loaded".into())),
-                    );
-                }
-            }
-            "s6" => {
-                let mut sh = self.script();
-                sh.call(
-                    "s6_status",
-                    &with(&self.scandir(), &names.iter().map(String::as_str).collect::<Vec<_>>()),
-                );
-                let (_, text, _) = self.host.sh_status(sh.text())?;
-                for line in text.lines() {
-                    let w: Vec<&str> = line.split_whitespace().collect();
-                    let Some(n) = w.first() else { continue };
-                    let st = match w.as_slice() {
-                        [_, "true", pid, secs, _, _] => {
-                            let secs: u64 = secs.parse().unwrap_or(0);
-                            let pid = pid.parse().unwrap_or(0);
-                            if secs >= 1 {
-                                Status::Running { pid }
-                            } else {
-                                Status::Starting(format!("up for {secs}s, pid {pid}"))
-                            }
-                        }
-                        // Exited by itself (not killed by a signal): it failed.
-                        [_, "false", _, _, "true", code] if code.parse::<i32>().is_ok_and(|c| c >= 0) => {
-                            Status::Down(format!("exited with status {code}"))
-                        }
-                        [_, "false", _, _, "true", _] => Status::Starting("down, wanted up".into()),
-                        [_, "false", ..] => Status::Down("down".into()),
-                        _ => Status::Down(w[1..].join(" ")),
-                    };
-                    out.insert(n.to_string(), st);
-                }
-            }
-            "sysvinit" => {
-                let mut sh = self.script();
-                sh.call(
-                    "sysv_status",
-                    &with(&self.runtime_dir, &names.iter().map(String::as_str).collect::<Vec<_>>()),
-                );
-                let text = self.host.sh("reading process status", sh.text())?;
-                for line in text.lines() {
-                    let w: Vec<&str> = line.split_whitespace().collect();
-                    match w.as_slice() {
-                        [n, "running", pid] => {
-                            out.insert(n.to_string(), Status::Running { pid: pid.parse().unwrap_or(0) });
-                        }
-                        [n, ..] => {
-                            out.insert(n.to_string(), Status::Down("stopped".into()));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ => {
-                let units: Vec<String> = names.iter().map(|n| self.unit(n)).collect();
-                // A simple service is `active` as soon as it is forked, and stays so for a moment
-                // after it exited: like supervisord's startsecs, it runs once its main process has
-                // been up for a second (systemd.sh's `Up=`).
-                let mut sh = self.script();
-                sh.call("systemd_status", &units);
-                let (_, text, _) = self.host.sh_status(sh.text())?;
-                let mut cur: BTreeMap<&str, &str> = BTreeMap::new();
-                let flush = |cur: &mut BTreeMap<&str, &str>, out: &mut BTreeMap<String, Status>| {
-                    if let Some(id) = cur.get("Id") {
-                        if let Some(n) = names.iter().find(|n| self.unit(n) == *id) {
-                            let pid = cur.get("MainPID").and_then(|p| p.parse().ok()).unwrap_or(0);
-                            // Seconds the main process has been up (None: unknown).
-                            let up = cur.get("Up").and_then(|u| {
-                                let w: Vec<f64> =
-                                    u.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-                                match w.as_slice() {
-                                    [start, now, tck] if *tck > 0.0 => Some(now - start / tck),
-                                    _ => None,
-                                }
-                            });
-                            let st = match cur.get("ActiveState").copied() {
-                                Some("active") if pid != 0 && up.is_some_and(|u| u >= 1.0) => {
-                                    Status::Running { pid }
-                                }
-                                // No such process: it exited, systemd has not noticed yet.
-                                Some("active") if pid != 0 && up.is_none() => {
-                                    Status::Starting(format!("exiting, pid {pid}"))
-                                }
-                                Some("active") => Status::Starting(format!("up for less than 1s, pid {pid}")),
-                                Some("activating") => Status::Starting(format!(
-                                    "activating ({})",
-                                    cur.get("SubState").copied().unwrap_or("?")
-                                )),
-                                s => Status::Down(s.unwrap_or("unknown").into()),
-                            };
-                            out.insert(n.clone(), st);
-                        }
-                    }
-                    cur.clear();
-                };
-                for line in text.lines() {
-                    if line.trim().is_empty() {
-                        flush(&mut cur, &mut out);
-                    } else if let Some((k, v)) = line.split_once('=') {
-                        cur.insert(k, v);
-                    }
-                }
-                flush(&mut cur, &mut out);
-            }
+            "supervisord" if self.rpc().is_some() => self.status_rpc(names, &mut out),
+            "supervisord" => self.status_supervisorctl(names, &mut out)?,
+            "s6" => self.status_s6(names, &mut out)?,
+            "sysvinit" => self.status_sysvinit(names, &mut out)?,
+            _ => self.status_systemd(names, &mut out)?,
         }
         for n in names {
             out.entry(n.clone()).or_insert_with(|| Status::Down("unknown".into()));
         }
         Ok(out)
+    }
+
+    fn status_rpc(&self, names: &[String], out: &mut BTreeMap<String, Status>) {
+        // Not answering: no supervisord, so nothing runs.
+        let all = self.rpc().map(|r| r.all()).unwrap_or(Ok(BTreeMap::new())).unwrap_or_default();
+        for n in names {
+            let st = match all.get(n) {
+                None => Status::Down("not loaded".into()),
+                Some(i) if i.state == "RUNNING" => Status::Running { pid: i.pid },
+                Some(i) if matches!(i.state.as_str(), "STARTING" | "BACKOFF" | "STOPPING") => {
+                    Status::Starting(i.state.clone())
+                }
+                Some(i) => Status::Down(format!("{} {}", i.state, i.description).trim().to_string()),
+            };
+            out.insert(n.clone(), st);
+        }
+    }
+
+    fn status_supervisorctl(
+        &self,
+        names: &[String],
+        out: &mut BTreeMap<String, Status>,
+    ) -> Result<(), ProviderError> {
+        let mut sh = self.script();
+        sh.call("sv_ctl", &[self.state_dir.as_str(), "status"]);
+        let (_, text, _) = self.host.sh_status(sh.text())?;
+        let mut seen = BTreeMap::new();
+        for line in text.lines() {
+            let mut w = line.split_whitespace();
+            let (Some(n), Some(state)) = (w.next(), w.next()) else { continue };
+            let rest: Vec<&str> = w.collect();
+            let st = if state == "RUNNING" {
+                let pid = rest
+                    .iter()
+                    .position(|x| *x == "pid")
+                    .and_then(|i| rest.get(i + 1))
+                    .and_then(|p| p.trim_end_matches(',').parse().ok())
+                    .unwrap_or(0);
+                Status::Running { pid }
+            } else if matches!(state, "STARTING" | "BACKOFF" | "STOPPING") {
+                Status::Starting(state.into())
+            } else {
+                Status::Down(format!("{state} {}", rest.join(" ")).trim().to_string())
+            };
+            seen.insert(n.to_string(), st);
+        }
+        for n in names {
+            out.insert(n.clone(), seen.remove(n).unwrap_or_else(|| Status::Down("not loaded".into())));
+        }
+        Ok(())
+    }
+
+    fn status_s6(&self, names: &[String], out: &mut BTreeMap<String, Status>) -> Result<(), ProviderError> {
+        let mut sh = self.script();
+        sh.call("s6_status", &with(&self.scandir(), &names.iter().map(String::as_str).collect::<Vec<_>>()));
+        let (_, text, _) = self.host.sh_status(sh.text())?;
+        for line in text.lines() {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let Some(n) = w.first() else { continue };
+            let st = match w.as_slice() {
+                [_, "true", pid, secs, _, _] => {
+                    let secs: u64 = secs.parse().unwrap_or(0);
+                    let pid = pid.parse().unwrap_or(0);
+                    if secs >= 1 {
+                        Status::Running { pid }
+                    } else {
+                        Status::Starting(format!("up for {secs}s, pid {pid}"))
+                    }
+                }
+                // Exited by itself (not killed by a signal): it failed.
+                [_, "false", _, _, "true", code] if code.parse::<i32>().is_ok_and(|c| c >= 0) => {
+                    Status::Down(format!("exited with status {code}"))
+                }
+                [_, "false", _, _, "true", _] => Status::Starting("down, wanted up".into()),
+                [_, "false", ..] => Status::Down("down".into()),
+                _ => Status::Down(w[1..].join(" ")),
+            };
+            out.insert(n.to_string(), st);
+        }
+        Ok(())
+    }
+
+    fn status_sysvinit(
+        &self,
+        names: &[String],
+        out: &mut BTreeMap<String, Status>,
+    ) -> Result<(), ProviderError> {
+        let mut sh = self.script();
+        sh.call(
+            "sysv_status",
+            &with(&self.runtime_dir, &names.iter().map(String::as_str).collect::<Vec<_>>()),
+        );
+        let text = self.host.sh("reading process status", sh.text())?;
+        for line in text.lines() {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            match w.as_slice() {
+                [n, "running", pid] => {
+                    out.insert(n.to_string(), Status::Running { pid: pid.parse().unwrap_or(0) });
+                }
+                [n, ..] => {
+                    out.insert(n.to_string(), Status::Down("stopped".into()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn status_systemd(
+        &self,
+        names: &[String],
+        out: &mut BTreeMap<String, Status>,
+    ) -> Result<(), ProviderError> {
+        let units: Vec<String> = names.iter().map(|n| self.unit(n)).collect();
+        // A simple service is `active` as soon as it is forked, and stays so for a moment
+        // after it exited: like supervisord's startsecs, it runs once its main process has
+        // been up for a second (systemd.sh's `Up=`).
+        let mut sh = self.script();
+        sh.call("systemd_status", &units);
+        let (_, text, _) = self.host.sh_status(sh.text())?;
+        let mut cur: BTreeMap<&str, &str> = BTreeMap::new();
+        let flush = |cur: &mut BTreeMap<&str, &str>, out: &mut BTreeMap<String, Status>| {
+            if let Some(id) = cur.get("Id") {
+                if let Some(n) = names.iter().find(|n| self.unit(n) == *id) {
+                    let pid = cur.get("MainPID").and_then(|p| p.parse().ok()).unwrap_or(0);
+                    // Seconds the main process has been up (None: unknown).
+                    let up = cur.get("Up").and_then(|u| {
+                        let w: Vec<f64> = u.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                        match w.as_slice() {
+                            [start, now, tck] if *tck > 0.0 => Some(now - start / tck),
+                            _ => None,
+                        }
+                    });
+                    let st = match cur.get("ActiveState").copied() {
+                        Some("active") if pid != 0 && up.is_some_and(|u| u >= 1.0) => Status::Running { pid },
+                        // No such process: it exited, systemd has not noticed yet.
+                        Some("active") if pid != 0 && up.is_none() => {
+                            Status::Starting(format!("exiting, pid {pid}"))
+                        }
+                        Some("active") => Status::Starting(format!("up for less than 1s, pid {pid}")),
+                        Some("activating") => Status::Starting(format!(
+                            "activating ({})",
+                            cur.get("SubState").copied().unwrap_or("?")
+                        )),
+                        s => Status::Down(s.unwrap_or("unknown").into()),
+                    };
+                    out.insert(n.clone(), st);
+                }
+            }
+            cur.clear();
+        };
+        for line in text.lines() {
+            if line.trim().is_empty() {
+                flush(&mut cur, out);
+            } else if let Some((k, v)) = line.split_once('=') {
+                cur.insert(k, v);
+            }
+        }
+        flush(&mut cur, out);
+        Ok(())
     }
 
     fn unit(&self, n: &str) -> String {

@@ -12,23 +12,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ferry_protocol::sdk::CallContext;
-use ferry_protocol::{ActionParams, ActionResult, Object, ProviderError, ReadResult};
+use ferry_protocol::{Object, ProviderError, ReadResult};
 use serde_json::{json, Value};
 
-use crate::host::{command_line, parse_target, Host, HostTarget};
+use crate::host::{parse_target, Host, HostTarget};
 use crate::manager::{units_of, Manifest, Mgr, Status};
 use crate::schema::SetInputs;
 use crate::scripts::common;
 use crate::users;
 use crate::Options;
 
-fn err(name: &str, msg: impl std::fmt::Display) -> ProviderError {
+pub(crate) fn err(name: &str, msg: impl std::fmt::Display) -> ProviderError {
     ProviderError::new(format!("processes.set `{name}`: {msg}"))
 }
 
 /// The set's profile: `profilePath`, or under the system profiles — in unprivileged mode over
 /// SSH, under the SSH user's own profiles.
-fn profile_path(name: &str, s: &SetInputs) -> String {
+pub(crate) fn profile_path(name: &str, s: &SetInputs) -> String {
     if let Some(p) = &s.profile_path {
         return p.clone();
     }
@@ -42,7 +42,7 @@ fn profile_path(name: &str, s: &SetInputs) -> String {
 }
 
 /// Reach the set's host; `recorded` outputs carry the SSH host key learned before.
-fn open_host(name: &str, s: &SetInputs, recorded: Option<&Object>) -> Result<Host, ProviderError> {
+pub(crate) fn open_host(name: &str, s: &SetInputs, recorded: Option<&Object>) -> Result<Host, ProviderError> {
     let target = parse_target(&Object::from_iter([("host".to_string(), s.host.clone())]))
         .map_err(|e| ProviderError::invalid_input(format!("processes.set `{name}`: {e}")))?;
     let target = match target {
@@ -56,14 +56,17 @@ fn open_host(name: &str, s: &SetInputs, recorded: Option<&Object>) -> Result<Hos
     Host::open(name, &target, key, !s.force_disable_user_change)
 }
 
-fn read_manifest(host: &Host, profile: &str) -> Result<Manifest, ProviderError> {
+pub(crate) fn read_manifest(host: &Host, profile: &str) -> Result<Manifest, ProviderError> {
     let text = host.read_file(&format!("{profile}/manifest.json"))?;
     serde_json::from_str(&text)
         .map_err(|e| err(&host.resource, format!("{profile}/manifest.json is not a processes manifest: {e}")))
 }
 
 /// The store path the profile points to, and its generation number.
-fn current_profile(host: &Host, path: &str) -> Result<Option<(String, Option<u64>)>, ProviderError> {
+pub(crate) fn current_profile(
+    host: &Host,
+    path: &str,
+) -> Result<Option<(String, Option<u64>)>, ProviderError> {
     let out = host.sh("reading the profile", &common("profile_read", &[path]))?;
     let mut lines = out.lines();
     let (Some(link), Some(target)) = (lines.next(), lines.next()) else { return Ok(None) };
@@ -71,7 +74,7 @@ fn current_profile(host: &Host, path: &str) -> Result<Option<(String, Option<u64
 }
 
 /// `processes-web-12-link` -> 12.
-fn generation(link: &str) -> Option<u64> {
+pub(crate) fn generation(link: &str) -> Option<u64> {
     let l = link.rsplit('/').next()?.strip_suffix("-link")?;
     l.rsplit('-').next()?.parse().ok()
 }
@@ -280,7 +283,12 @@ fn ready(mgr: &Mgr, m: &Manifest, n: &str) -> bool {
     true
 }
 
-fn set_profile(host: &Host, opts: &Options, path: &str, store: &str) -> Result<Option<u64>, ProviderError> {
+pub(crate) fn set_profile(
+    host: &Host,
+    opts: &Options,
+    path: &str,
+    store: &str,
+) -> Result<Option<u64>, ProviderError> {
     let mut args = vec![path.to_string(), store.to_string()];
     args.extend(opts.nix_args());
     host.sh("setting the profile", &common("profile_set", &args))?;
@@ -522,95 +530,4 @@ pub fn delete(name: &str, inputs: &Object, recorded: &Object, cx: &CallContext) 
     mgr.shutdown()?;
     host.sh("removing the profile", &common("profile_remove", &[&path]))?;
     Ok(())
-}
-
-fn generations(host: &Host, path: &str) -> Result<Vec<(u64, String)>, ProviderError> {
-    let out = host.sh("listing generations", &common("profile_generations", &[path]))?;
-    let mut g: Vec<(u64, String)> = out
-        .lines()
-        .filter_map(|l| {
-            let (link, target) = l.split_once(' ')?;
-            Some((generation(link)?, target.to_string()))
-        })
-        .collect();
-    g.sort();
-    Ok(g)
-}
-
-pub fn action(opts: &Options, p: &ActionParams, cx: &CallContext) -> Result<ActionResult, ProviderError> {
-    let name = &p.resource;
-    let s = SetInputs::parse_unchecked(name, &p.inputs)?;
-    let host = open_host(name, &s, Some(&p.outputs))?;
-    let path = profile_path(name, &s);
-    let cur = current_profile(&host, &path)?;
-    match p.action.as_str() {
-        "generations" => {
-            let gens = generations(&host, &path)?;
-            let current = cur.and_then(|c| c.1);
-            let text: Vec<String> = gens
-                .iter()
-                .map(|(g, t)| format!("{g:>4}  {t}{}", if Some(*g) == current { "  (current)" } else { "" }))
-                .collect();
-            Ok(ActionResult { outputs: None, message: Some(text.join("\n")) })
-        }
-        "status" => {
-            let store = cur.map(|c| c.0).unwrap_or_else(|| s.profile.clone());
-            let m = read_manifest(&host, &store)?;
-            let mgr = Mgr::new(&host, &m, &s.systemd_dir);
-            let names: Vec<String> = m.order.clone();
-            let st = mgr.status(&names)?;
-            let text: Vec<String> = names.iter().map(|n| format!("{n}: {}", st[n].describe())).collect();
-            Ok(ActionResult { outputs: None, message: Some(text.join("\n")) })
-        }
-        "rollback" => {
-            let Some((cur_store, Some(cur_gen))) = cur else {
-                return Err(err(name, format!("{path} has no generations to roll back from")));
-            };
-            let gens = generations(&host, &path)?;
-            let want = p.args.get("to").and_then(Value::as_u64);
-            let target = match want {
-                Some(n) => gens.iter().find(|g| g.0 == n).cloned().ok_or_else(|| {
-                    err(
-                        name,
-                        format!(
-                            "no generation {n} (generations: {})",
-                            gens.iter().map(|g| g.0.to_string()).collect::<Vec<_>>().join(", ")
-                        ),
-                    )
-                })?,
-                None => gens.iter().rev().find(|g| g.0 < cur_gen).cloned().ok_or_else(|| {
-                    err(name, format!("generation {cur_gen} is the oldest: nothing to roll back to"))
-                })?,
-            };
-            let link = format!("{path}-{}-link", target.0);
-            let target_store =
-                host.sh("resolving the generation", &command_line(&["readlink", "-f", &link]))?;
-            let target_store = target_store.trim().to_string();
-            let tm = read_manifest(&host, &target_store)?;
-            let om = read_manifest(&host, &cur_store).ok();
-            let mut mgr = Mgr::new(&host, &tm, &s.systemd_dir);
-            if let Some(o) = &om {
-                mgr.units.extend(units_of(o));
-            }
-            let timeout = Duration::from_secs(s.start_timeout);
-            let sum = match switch(&mgr, &tm, Some(&target_store), om.as_ref(), timeout, cx) {
-                Ok(sum) => sum,
-                Err(e) => {
-                    if let Some(o) = &om {
-                        let _ = switch(&mgr, o, Some(&cur_store), Some(&tm), timeout, cx);
-                    }
-                    return Err(ProviderError::new(format!("{}; stayed on generation {cur_gen}", e.message)));
-                }
-            };
-            let mut args = vec![path.clone(), target.0.to_string()];
-            args.extend(opts.nix_args());
-            host.sh("switching the profile generation", &common("profile_switch", &args))?;
-            Ok(ActionResult {
-                outputs: None,
-                message: Some(format!("rolled back to generation {}: {}", target.0, sum.describe())),
-            })
-        }
-        other => Err(err(name, format!("no action `{other}` (actions: generations, rollback, status)"))
-            .code("badRequest")),
-    }
 }
