@@ -35,7 +35,8 @@ pub(crate) fn copy_over_ssh(h: &HostConnection, c: &Copy) -> Result<Copied, Host
             "xargs -r nix-store --check-validity --print-invalid",
         )
         .stdin(Some(closure.as_bytes()))
-        .timeout(Duration::from_secs(120)),
+        .timeout(Duration::from_secs(120))
+        .privileged(c.privileged),
     )?;
     let missing = store_lines(&missing);
     if missing.is_empty() {
