@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ferry needs on a Debian bookworm machine (idempotent): Nix, OpenSSH (client for
 # ferry, server for the local test hosts), busybox (test systems), build tools,
-# supervisor, s6, systemd and podman (processes).
+# supervisor, s6, systemd and podman (processes), sudo and doas (become).
 set -euo pipefail
 need=()
 command -v nix-instantiate >/dev/null || need+=(nix-bin)
@@ -23,6 +23,10 @@ command -v supervisord >/dev/null || need+=(supervisor)
 command -v s6-svscan >/dev/null || need+=(s6)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v podman >/dev/null || need+=(podman)
+# host escalation (`become`): sudo and OpenBSD's doas on test hosts (run0 needs systemd >= 256,
+# which bookworm does not have)
+command -v sudo >/dev/null || need+=(sudo)
+command -v doas >/dev/null || need+=(opendoas)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq

@@ -80,8 +80,6 @@ pub struct Copy<'a> {
     pub paths: &'a [String],
     /// SSH: `nix-copy-closure --use-substitutes`.
     pub use_substitutes: bool,
-    /// Whether the host's store is asked (which paths it lacks) as root.
-    pub privileged: bool,
     /// The run's copy slots: one is held for the transfer itself.
     pub slots: Option<&'a Slots>,
     /// Progress ("N paths, M MiB").

@@ -36,7 +36,9 @@ pub(crate) fn copy_over_ssh(h: &HostConnection, c: &Copy) -> Result<Copied, Host
         )
         .stdin(Some(closure.as_bytes()))
         .timeout(Duration::from_secs(120))
-        .privileged(c.privileged),
+        // As the SSH user, who then copies: what it can write, it can read (root's Nix run on a
+        // user's single-user store would leave files that user cannot change).
+        .privileged(false),
     )?;
     let missing = store_lines(&missing);
     if missing.is_empty() {

@@ -42,7 +42,6 @@ fn copy(
             nix_args: &nix_args,
             paths,
             use_substitutes: m.substitute_on_destination,
-            privileged: true,
             slots: Some(p.copy_slots()),
             progress: &|msg| cx.progress("copy", msg),
         })

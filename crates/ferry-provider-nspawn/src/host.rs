@@ -87,8 +87,7 @@ impl Host {
         slots: &Slots,
         progress: &dyn Fn(String),
     ) -> Result<Copied, ProviderError> {
-        let c =
-            Copy { nix_args, paths, use_substitutes: false, privileged: false, slots: Some(slots), progress };
+        let c = Copy { nix_args, paths, use_substitutes: false, slots: Some(slots), progress };
         Ok(self.exec.copy_closure(&c)?)
     }
 

@@ -133,7 +133,6 @@ impl Host {
             nix_args,
             paths,
             use_substitutes: false,
-            privileged: self.privileged,
             slots: None,
             progress: &|m| cx.progress("copy", m),
         };
