@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use crate::net::{Cidr, Family};
 
-pub fn container() -> KindSchema {
+/// The `network` input's schema.
+fn network_schema() -> Value {
     let addr_family = json!({
         "type": "object",
         "additionalProperties": false,
@@ -26,6 +27,19 @@ pub fn container() -> KindSchema {
             "address": {"type": "string", "description": "with `pool`: the address wanted from the pool"}
         }
     });
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "mode": {"enum": ["host", "veth", "zone"], "default": "veth"},
+            "zone": {"type": "string"},
+            "v4": addr_family,
+            "v6": addr_family
+        }
+    })
+}
+
+pub fn container() -> KindSchema {
     KindSchema {
         name: "container".into(),
         description: "A systemd-nspawn NixOS container on a host (RFC 108 style)".into(),
@@ -38,16 +52,7 @@ pub fn container() -> KindSchema {
                 "sshKey": ferry_hosts::spec::ssh_key_schema(),
                 "name": {"type": "string", "description": "the machine name (default: the resource's name)"},
                 "system": {"type": "string", "description": "the container toplevel (init, bin/switch-to-configuration)"},
-                "network": {
-                    "type": "object",
-                    "additionalProperties": false,
-                    "properties": {
-                        "mode": {"enum": ["host", "veth", "zone"], "default": "veth"},
-                        "zone": {"type": "string"},
-                        "v4": addr_family,
-                        "v6": addr_family
-                    }
-                },
+                "network": network_schema(),
                 "forwardPorts": {
                     "type": "array",
                     "default": [],
@@ -297,6 +302,142 @@ fn addr_spec(v: Option<&Value>, family: Family, what: &str) -> Result<Option<Add
     Ok(None)
 }
 
+/// `network`: the mode, zone and address requests, checked together.
+fn network(inputs: &Object) -> Result<Network, ProviderError> {
+    let net = inputs.get("network").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mode = match net.get("mode").and_then(Value::as_str) {
+        None => Mode::Veth,
+        Some("host") => Mode::Host,
+        Some("veth") => Mode::Veth,
+        Some("zone") => Mode::Zone,
+        Some(m) => return Err(invalid(format!("network.mode `{m}`: use host, veth or zone"))),
+    };
+    let zone = net.get("zone").and_then(Value::as_str).map(str::to_string);
+    let mut v4 = addr_spec(net.get("v4"), Family::V4, "v4")?;
+    let v6 = addr_spec(net.get("v6"), Family::V6, "v6")?;
+    match mode {
+        Mode::Host => {
+            if v4.is_some() || v6.is_some() || zone.is_some() {
+                return Err(invalid(
+                    "network.mode = \"host\" shares the host's network: drop v4, v6 and zone",
+                ));
+            }
+        }
+        Mode::Veth | Mode::Zone => {
+            if mode == Mode::Zone {
+                let z = zone.as_deref().unwrap_or_default();
+                if z.is_empty()
+                    || z.len() > 12
+                    || !z.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(invalid(format!(
+                        "network.zone `{z}`: zone mode needs a zone name of 1-12 letters, digits, `-` or `_` \
+                         (the bridge is vz-ZONE)"
+                    )));
+                }
+            } else if zone.is_some() {
+                return Err(invalid("network.zone is only used with mode = \"zone\""));
+            }
+            if v4.is_none() && v6.is_none() {
+                v4 = Some(AddrSpec::Pool {
+                    pool: Cidr::parse(crate::net::DEFAULT_POOL, Family::V4).expect("default pool"),
+                    wanted: None,
+                });
+            }
+            for (spec, what) in [(&v4, "v4"), (&v6, "v6")] {
+                if let Some(AddrSpec::Static { host: None, .. }) = spec {
+                    if mode == Mode::Veth {
+                        return Err(invalid(format!(
+                            "network.{what}.static.hostAddress is required in veth mode"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Network { mode, zone, v4, v6 })
+}
+
+/// `forwardPorts`, which need a private network with an IPv4 address.
+fn forwards(inputs: &Object, net: &Network) -> Result<Vec<Forward>, ProviderError> {
+    let mut forward_ports = vec![];
+    for f in inputs.get("forwardPorts").and_then(Value::as_array).into_iter().flatten() {
+        let host_port = f.get("hostPort").and_then(Value::as_u64).unwrap_or(0) as u16;
+        forward_ports.push(Forward {
+            protocol: f.get("protocol").and_then(Value::as_str).unwrap_or("tcp").to_string(),
+            host_port,
+            container_port: f.get("containerPort").and_then(Value::as_u64).map_or(host_port, |p| p as u16),
+        });
+    }
+    if !forward_ports.is_empty() && net.mode == Mode::Host {
+        return Err(invalid("forwardPorts needs a private network (network.mode veth or zone)"));
+    }
+    if !forward_ports.is_empty() && net.v4.is_none() {
+        return Err(invalid("forwardPorts needs an IPv4 address (network.v4)"));
+    }
+    Ok(forward_ports)
+}
+
+type Settings = (
+    BTreeMap<String, Bind>,
+    String,
+    BTreeMap<String, String>,
+    BTreeMap<String, BTreeMap<String, Vec<String>>>,
+);
+
+/// `bindMounts`, `privateUsers`, `credentials`, `extraSettings`.
+fn settings(inputs: &Object) -> Result<Settings, ProviderError> {
+    let mut bind_mounts = BTreeMap::new();
+    for (path, b) in inputs.get("bindMounts").and_then(Value::as_object).into_iter().flatten() {
+        if !path.starts_with('/') || path.contains(':') {
+            return Err(invalid(format!(
+                "bindMounts.\"{path}\": the path in the container must be absolute, without `:`"
+            )));
+        }
+        let host_path = b.get("hostPath").and_then(Value::as_str).unwrap_or(path).to_string();
+        if !host_path.starts_with('/') || host_path.contains(':') {
+            return Err(invalid(format!(
+                "bindMounts.\"{path}\".hostPath `{host_path}`: must be absolute, without `:`"
+            )));
+        }
+        bind_mounts.insert(
+            path.clone(),
+            Bind { host_path, read_only: b.get("readOnly").and_then(Value::as_bool).unwrap_or(true) },
+        );
+    }
+    let private_users = match inputs.get("privateUsers") {
+        None => "no".to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => {
+            return Err(invalid(format!("privateUsers: expected yes, no, pick, identity or a UID, got {v}")))
+        }
+    };
+    let mut credentials = BTreeMap::new();
+    for (id, v) in inputs.get("credentials").and_then(Value::as_object).into_iter().flatten() {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            return Err(invalid(format!(
+                "credentials: invalid credential name `{id}` (letters, digits, `-`, `_`, `.`)"
+            )));
+        }
+        credentials.insert(id.clone(), v.as_str().unwrap_or_default().to_string());
+    }
+    let mut extra_settings = BTreeMap::new();
+    for (section, kv) in inputs.get("extraSettings").and_then(Value::as_object).into_iter().flatten() {
+        let mut m = BTreeMap::new();
+        for (k, v) in kv.as_object().into_iter().flatten() {
+            let vals = settings_value(v).ok_or_else(|| {
+                invalid(format!(
+                    "extraSettings.{section}.{k}: use a string, number, boolean or a list of them"
+                ))
+            })?;
+            m.insert(k.clone(), vals);
+        }
+        extra_settings.insert(section.clone(), m);
+    }
+    Ok((bind_mounts, private_users, credentials, extra_settings))
+}
+
 impl Container {
     /// Parse and validate; `resource` is the default name.
     pub fn parse(resource: &str, inputs: &Object) -> Result<Container, ProviderError> {
@@ -309,126 +450,9 @@ impl Container {
                 "system `{system}` is not a store path (give a derivation or a /nix/store path)"
             )));
         }
-        let net = inputs.get("network").and_then(Value::as_object).cloned().unwrap_or_default();
-        let mode = match net.get("mode").and_then(Value::as_str) {
-            None => Mode::Veth,
-            Some("host") => Mode::Host,
-            Some("veth") => Mode::Veth,
-            Some("zone") => Mode::Zone,
-            Some(m) => return Err(invalid(format!("network.mode `{m}`: use host, veth or zone"))),
-        };
-        let zone = net.get("zone").and_then(Value::as_str).map(str::to_string);
-        let mut v4 = addr_spec(net.get("v4"), Family::V4, "v4")?;
-        let v6 = addr_spec(net.get("v6"), Family::V6, "v6")?;
-        match mode {
-            Mode::Host => {
-                if v4.is_some() || v6.is_some() || zone.is_some() {
-                    return Err(invalid(
-                        "network.mode = \"host\" shares the host's network: drop v4, v6 and zone",
-                    ));
-                }
-            }
-            Mode::Veth | Mode::Zone => {
-                if mode == Mode::Zone {
-                    let z = zone.as_deref().unwrap_or_default();
-                    if z.is_empty()
-                        || z.len() > 12
-                        || !z.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                    {
-                        return Err(invalid(format!(
-                            "network.zone `{z}`: zone mode needs a zone name of 1-12 letters, digits, `-` or `_` \
-                             (the bridge is vz-ZONE)"
-                        )));
-                    }
-                } else if zone.is_some() {
-                    return Err(invalid("network.zone is only used with mode = \"zone\""));
-                }
-                if v4.is_none() && v6.is_none() {
-                    v4 = Some(AddrSpec::Pool {
-                        pool: Cidr::parse(crate::net::DEFAULT_POOL, Family::V4).expect("default pool"),
-                        wanted: None,
-                    });
-                }
-                for (spec, what) in [(&v4, "v4"), (&v6, "v6")] {
-                    if let Some(AddrSpec::Static { host: None, .. }) = spec {
-                        if mode == Mode::Veth {
-                            return Err(invalid(format!(
-                                "network.{what}.static.hostAddress is required in veth mode"
-                            )));
-                        }
-                    }
-                }
-            }
-        }
-        let mut forward_ports = vec![];
-        for f in inputs.get("forwardPorts").and_then(Value::as_array).into_iter().flatten() {
-            let host_port = f.get("hostPort").and_then(Value::as_u64).unwrap_or(0) as u16;
-            forward_ports.push(Forward {
-                protocol: f.get("protocol").and_then(Value::as_str).unwrap_or("tcp").to_string(),
-                host_port,
-                container_port: f
-                    .get("containerPort")
-                    .and_then(Value::as_u64)
-                    .map_or(host_port, |p| p as u16),
-            });
-        }
-        if !forward_ports.is_empty() && mode == Mode::Host {
-            return Err(invalid("forwardPorts needs a private network (network.mode veth or zone)"));
-        }
-        if !forward_ports.is_empty() && v4.is_none() {
-            return Err(invalid("forwardPorts needs an IPv4 address (network.v4)"));
-        }
-        let mut bind_mounts = BTreeMap::new();
-        for (path, b) in inputs.get("bindMounts").and_then(Value::as_object).into_iter().flatten() {
-            if !path.starts_with('/') || path.contains(':') {
-                return Err(invalid(format!(
-                    "bindMounts.\"{path}\": the path in the container must be absolute, without `:`"
-                )));
-            }
-            let host_path = b.get("hostPath").and_then(Value::as_str).unwrap_or(path).to_string();
-            if !host_path.starts_with('/') || host_path.contains(':') {
-                return Err(invalid(format!(
-                    "bindMounts.\"{path}\".hostPath `{host_path}`: must be absolute, without `:`"
-                )));
-            }
-            bind_mounts.insert(
-                path.clone(),
-                Bind { host_path, read_only: b.get("readOnly").and_then(Value::as_bool).unwrap_or(true) },
-            );
-        }
-        let private_users = match inputs.get("privateUsers") {
-            None => "no".to_string(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(Value::String(s)) => s.clone(),
-            Some(v) => {
-                return Err(invalid(format!(
-                    "privateUsers: expected yes, no, pick, identity or a UID, got {v}"
-                )))
-            }
-        };
-        let mut credentials = BTreeMap::new();
-        for (id, v) in inputs.get("credentials").and_then(Value::as_object).into_iter().flatten() {
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                return Err(invalid(format!(
-                    "credentials: invalid credential name `{id}` (letters, digits, `-`, `_`, `.`)"
-                )));
-            }
-            credentials.insert(id.clone(), v.as_str().unwrap_or_default().to_string());
-        }
-        let mut extra_settings = BTreeMap::new();
-        for (section, kv) in inputs.get("extraSettings").and_then(Value::as_object).into_iter().flatten() {
-            let mut m = BTreeMap::new();
-            for (k, v) in kv.as_object().into_iter().flatten() {
-                let vals = settings_value(v).ok_or_else(|| {
-                    invalid(format!(
-                        "extraSettings.{section}.{k}: use a string, number, boolean or a list of them"
-                    ))
-                })?;
-                m.insert(k.clone(), vals);
-            }
-            extra_settings.insert(section.clone(), m);
-        }
+        let network = network(inputs)?;
+        let forward_ports = forwards(inputs, &network)?;
+        let (bind_mounts, private_users, credentials, extra_settings) = settings(inputs)?;
         let strategy = match inputs.get("activation").and_then(|a| a.get("strategy")).and_then(Value::as_str)
         {
             None | Some("dynamic") => Strategy::Dynamic,
@@ -446,7 +470,7 @@ impl Container {
             host,
             name,
             system,
-            network: Network { mode, zone, v4, v6 },
+            network,
             forward_ports,
             bind_mounts,
             private_users,
