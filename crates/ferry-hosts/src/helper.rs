@@ -71,16 +71,17 @@ impl Helper {
         args: &[&str],
         timeout: Duration,
     ) -> Result<String, HostError> {
-        let script = self.install_then(&self.call(mode, args));
+        let call = self.call(mode, args);
+        let script = self.install_then(&call);
         let s = Script::new(what, &script).stdin(Some(self.text.as_bytes())).timeout(timeout);
-        self.ok(host, &s, host.exec(&s)?)
+        self.ok(host, what, &call, host.exec(&s)?)
     }
 
     /// Install the helper if the host lacks it.
     pub fn install(&self, host: &dyn HostExec, what: &str) -> Result<(), HostError> {
         let script = self.install_then("true");
         let s = Script::new(what, &script).stdin(Some(self.text.as_bytes())).timeout(Duration::from_secs(60));
-        self.ok(host, &s, host.exec(&s)?).map(|_| ())
+        self.ok(host, what, &script, host.exec(&s)?).map(|_| ())
     }
 
     /// Run `MODE ARGS…` as root: its output whatever its exit status.
@@ -106,9 +107,9 @@ impl Helper {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<String, HostError> {
-        let script = self.call(mode, args);
-        let s = Script::new(what, &script).stdin(stdin).timeout(timeout);
-        self.ok(host, &s, host.exec(&s)?)
+        let call = self.call(mode, args);
+        let s = Script::new(what, &call).stdin(stdin).timeout(timeout);
+        self.ok(host, what, &call, host.exec(&s)?)
     }
 
     /// The command attached to the caller's terminal running `MODE ARGS…` (`shell`, `run`).
@@ -122,16 +123,17 @@ impl Helper {
         host.interactive(&self.call(mode, args), tty)
     }
 
-    fn ok(&self, host: &dyn HostExec, s: &Script, out: Output) -> Result<String, HostError> {
+    /// `out`'s stdout, or the failure of `call` (the helper's command line, for the hint).
+    fn ok(&self, host: &dyn HostExec, what: &str, call: &str, out: Output) -> Result<String, HostError> {
         if out.success() {
             return Ok(out.stdout);
         }
         Err(HostError::Failed {
-            what: s.what.to_string(),
+            what: what.to_string(),
             host: host.label().to_string(),
             exit: out.exit,
             output: format!("{}{}", out.stdout, out.stderr),
-            command: s.script.rsplit("; ").next().unwrap_or(s.script).to_string(),
+            command: call.to_string(),
             helper: Some(self.describe),
         })
     }
