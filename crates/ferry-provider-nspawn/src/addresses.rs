@@ -34,7 +34,7 @@ const CLAIM_TAKEN: i32 = 4;
 
 /// Claim `addr` for the container on the host: an error naming the holder if another has it.
 fn claim(h: &Host, name: &str, addr: IpAddr) -> Result<bool, ProviderError> {
-    match h.try_run("claiming an address", "claim", &[name, &addr.to_string()], None, 30) {
+    match h.run("claiming an address", "claim", &[name, &addr.to_string()], None, 30) {
         Ok(_) => Ok(true),
         Err(e) if e.exit_code() == Some(CLAIM_TAKEN) => Ok(false),
         Err(e) => Err(e.into()),

@@ -50,20 +50,9 @@ impl Host {
         self.exec.host_key()
     }
 
-    /// Run the helper: its stdout, or an error carrying its last lines of output.
+    /// Run the helper: its stdout, or its failure (typed: callers that tell failures apart
+    /// look at the exit status; `?` makes it a provider error).
     pub fn run(
-        &self,
-        what: &str,
-        mode: &str,
-        args: &[&str],
-        stdin: Option<&[u8]>,
-        timeout: u64,
-    ) -> Result<String, ProviderError> {
-        Ok(self.try_run(what, mode, args, stdin, timeout)?)
-    }
-
-    /// [`run`](Self::run), the failure typed (callers that tell failures apart by exit status).
-    pub fn try_run(
         &self,
         what: &str,
         mode: &str,

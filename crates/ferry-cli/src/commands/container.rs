@@ -257,7 +257,7 @@ pub fn run(ctx: &Context, cmd: ContainerCommand) -> anyhow::Result<Outcome> {
             let spec = host_spec(ctx, &host)?;
             let c = imperative::by_name(spec, "list").map_err(pe)?;
             let h = open(&c, None)?;
-            let out = h.run("listing containers", "list", &[], None, 60).map_err(pe);
+            let out = h.run("listing containers", "list", &[], None, 60).map_err(|e| pe(e.into()));
             h.close();
             let out = out?;
             let mut text = format!("{:<24} {:<11} {:<8} ADDRESSES\n", "NAME", "OWNER", "STATE");
