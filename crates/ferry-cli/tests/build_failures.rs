@@ -64,3 +64,32 @@ fn a_failed_build_names_the_derivation_shows_its_log_and_does_not_wait() {
     let profile = good.exec("readlink -f /nix/var/nix/profiles/system");
     assert!(String::from_utf8_lossy(&profile.stdout).contains("-good"), "{profile:?}");
 }
+
+/// `--timings` counts the builds providers run (a machine's system), not only ferry's own.
+#[test]
+fn timings_count_the_machines_builds() {
+    let sb = Sandbox::new(BIN);
+    let base = sb.path().join("hosts");
+    std::fs::create_dir_all(&base).unwrap();
+    let h = TestHost::start(&base, "web").expect("host");
+    // A system no earlier run built: its name is new.
+    let nonce = format!("{}-{}", std::process::id(), sb.path().file_name().unwrap().to_string_lossy());
+    sb.deployment(&format!(
+        "{{ resources, ... }}:\nlet t = import {} {{ }}; in {{\n{}}}\n",
+        test_systems_nix().display(),
+        machine("web", &h, &format!(r#"t.mkSystem {{ name = "timed-{nonce}"; address = "{}"; }}"#, h.addr())),
+    ));
+    let r = sb.ferry(&["apply", "--yes", "--timings"]).ok();
+    let line = r.stderr.lines().find(|l| l.starts_with("timings: ")).expect("a timings line").to_string();
+    let builds: u32 = line
+        .split(", ")
+        .find_map(|part| {
+            part.strip_suffix(')').and_then(|p| p.split_once(" build")).map(|(n, _)| n.to_string())
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no build count in {line:?}"));
+    assert!(builds >= 1, "the machine's build is not counted: {line}");
+    // Nothing to build the second time.
+    let again = sb.ferry(&["apply", "--yes", "--timings"]).ok();
+    assert!(again.stderr.contains(", 0 builds (0s),"), "{}", again.stderr);
+}

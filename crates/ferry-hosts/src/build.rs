@@ -34,6 +34,14 @@ struct State {
     running: bool,
 }
 
+/// The `nix-store --realise` runs one caller led (for `--timings`): a coalesced build is
+/// counted once, by the caller that ran it; the others led none.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Built {
+    pub runs: u32,
+    pub seconds: f64,
+}
+
 impl Builder {
     /// Realise `targets` (`drv!out` or store paths) so that every path in `wanted` is valid.
     /// `nix_args` are passed to `nix-store`.
@@ -42,13 +50,14 @@ impl Builder {
         targets: Vec<String>,
         wanted: Vec<String>,
         nix_args: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<Built, String> {
         let (tx, rx) = channel();
         let lead = {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
             s.pending.push(Job { targets, wanted, reply: tx, retried: false });
             !std::mem::replace(&mut s.running, true)
         };
+        let mut built = Built::default();
         if lead {
             // Let machines that became ready in the same moment join this build.
             std::thread::sleep(Duration::from_millis(50));
@@ -61,11 +70,14 @@ impl Builder {
                     }
                     std::mem::take(&mut s.pending)
                 };
+                let start = std::time::Instant::now();
                 let retry = run_batch(batch, nix_args);
+                built.runs += 1;
+                built.seconds += start.elapsed().as_secs_f64();
                 self.state.lock().unwrap_or_else(|e| e.into_inner()).pending.extend(retry);
             }
         }
-        rx.recv().unwrap_or_else(|_| Err("internal: build coordinator vanished".into()))
+        rx.recv().unwrap_or_else(|_| Err("internal: build coordinator vanished".into())).map(|()| built)
     }
 }
 

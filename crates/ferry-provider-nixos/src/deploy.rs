@@ -163,7 +163,8 @@ fn build_and_copy(
                     )));
                 }
                 cx.progress("build", format!("building {}", short(&m.system)));
-                p.builder.build(targets, vec![m.system.clone()], &opts.nix_args()).map_err(err)?;
+                let b = p.builder.build(targets, vec![m.system.clone()], &opts.nix_args()).map_err(err)?;
+                report_builds(cx, b);
             }
             let (n, bytes) = copy(p, r, m, std::slice::from_ref(&m.system), cx)?;
             if n > 0 {
@@ -187,12 +188,21 @@ fn build_and_copy(
                 words.extend(["--option".into(), "substitute".into(), "true".into()]);
             }
             let script = command_line(&words);
+            let start = std::time::Instant::now();
             r.host
                 .run(&Script::new("building on the target", &script).timeout(Duration::from_secs(6 * 3600)))
                 .map_err(host_err)?;
+            report_builds(cx, ferry_hosts::build::Built { runs: 1, seconds: start.elapsed().as_secs_f64() });
         }
     }
     Ok(())
+}
+
+/// Builds this call ran, for the run's `--timings`.
+pub(crate) fn report_builds(cx: &CallContext, b: ferry_hosts::build::Built) {
+    if b.runs > 0 {
+        cx.built(b.runs, b.seconds, format!("built in {:.1}s", b.seconds));
+    }
 }
 
 /// Set the profile and switch (the helper rolls back a failed switch), then confirm over a

@@ -184,7 +184,10 @@ fn build(d: &Deps, c: &Container, cx: &CallContext) -> Result<(), ProviderError>
             )));
         }
         cx.progress("build", format!("building {}", c.system));
-        d.builder.build(targets, vec![c.system.clone()], &d.nix_args).map_err(err)?;
+        let b = d.builder.build(targets, vec![c.system.clone()], &d.nix_args).map_err(err)?;
+        if b.runs > 0 {
+            cx.built(b.runs, b.seconds, format!("built in {:.1}s", b.seconds));
+        }
     }
     Ok(())
 }
