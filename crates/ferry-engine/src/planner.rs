@@ -207,6 +207,14 @@ pub fn decide(
                 let prior = Prior { inputs: pend_inputs.clone(), outputs: found.clone() };
                 let p = provider_plan(reg, k, name, desired, Some(prior.clone()))?;
                 let mut d = from_plan(p, r.drift, Some(prior));
+                if d.action == Action::Noop && !d.drift.is_empty() {
+                    // What the create left is incomplete, and drift is never accepted: the
+                    // provider's update finishes it, with what it left as the prior.
+                    d.action =
+                        if k.schema.supports(Operation::Update) { Action::Update } else { Action::Replace };
+                    d.reason = Some(format!("found what an unfinished create left; {} it", d.action.verb()));
+                    return Ok(d);
+                }
                 d.reason = Some(format!(
                     "found the resource an interrupted run created; adopting it{}",
                     if d.action == Action::Noop {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ferry_protocol::{Object, ProviderError};
 use serde_json::Value;
 
-use crate::container::Probe;
+use crate::container::{probe, Probe, OWNER_DEPLOYMENT, OWNER_IMPERATIVE};
 use crate::host::Host;
 use crate::net::{allocate, Cidr};
 use crate::schema::{AddrSpec, Container, Mode};
@@ -18,7 +18,8 @@ fn err(msg: impl Into<String>) -> ProviderError {
     ProviderError::new(msg)
 }
 
-fn claims(h: &Host) -> Result<BTreeMap<IpAddr, String>, ProviderError> {
+/// Every claim on the host: address -> the container holding it.
+pub(crate) fn claims(h: &Host) -> Result<BTreeMap<IpAddr, String>, ProviderError> {
     let out = h.run("listing address claims", "claims", &[], None, 30)?;
     Ok(out
         .lines()
@@ -41,8 +42,48 @@ fn claim(h: &Host, name: &str, addr: IpAddr) -> Result<bool, ProviderError> {
     }
 }
 
-fn holder(h: &Host, addr: IpAddr) -> String {
-    claims(h).ok().and_then(|c| c.get(&addr).cloned()).unwrap_or_else(|| "another container".into())
+/// "the address A is already used by container `X` on HOST…", with what X is and how to free
+/// the claim.
+fn already_used(h: &Host, addr: IpAddr, pick: &str) -> ProviderError {
+    let holder = claims(h).ok().and_then(|c| c.get(&addr).cloned());
+    let Some(x) = holder else {
+        return err(format!("the address {addr} is already used by another container on {}{pick}", h.label))
+            .code("invalidInput");
+    };
+    let list = if h.label == "local" {
+        "`ferry container list`".to_string()
+    } else {
+        format!("`ferry container list --host {}`", h.label)
+    };
+    let free = match probe(h, &x) {
+        Ok(p) => how_to_free(&x, &p),
+        Err(_) => format!("`ferry container destroy {x} --purge` removes it and frees its addresses"),
+    };
+    err(format!(
+        "the address {addr} is already used by container `{x}` on {}{pick}; {list} shows it, and {free}",
+        h.label
+    ))
+    .code("invalidInput")
+}
+
+/// How to free the claims of container `x`, given what the host has of it.
+fn how_to_free(x: &str, p: &Probe) -> String {
+    let purge = format!("`ferry container destroy {x} --purge`");
+    if p.incomplete {
+        format!(
+            "it is what a create that did not complete left: `ferry apply` or `ferry destroy` in the \
+             deployment that declares it cleans it up, or {purge} removes it and frees its addresses"
+        )
+    } else if p.owner == OWNER_DEPLOYMENT {
+        "it belongs to a deployment: remove it there (`ferry destroy`, or delete the resource and `ferry apply`)"
+            .to_string()
+    } else if p.owner == OWNER_IMPERATIVE {
+        format!("it was made with `ferry container create`: {purge} removes it and frees its addresses")
+    } else {
+        format!(
+            "no container owns it any more (data kept by `keepState`, or a leftover claim): {purge} frees it"
+        )
+    }
 }
 
 /// Assign one family's addresses: static ones are claimed; a pool address already held (in
@@ -51,13 +92,7 @@ fn resolve_family(h: &Host, c: &Container, spec: &AddrSpec, held: &[&str]) -> Re
     match spec {
         AddrSpec::Static { host, address } => {
             if !claim(h, &c.name, address.addr)? {
-                return Err(err(format!(
-                    "the address {} is already used by container `{}` on {}: pick another address",
-                    address.addr,
-                    holder(h, address.addr),
-                    h.label
-                ))
-                .code("invalidInput"));
+                return Err(already_used(h, address.addr, ": pick another address"));
             }
             Ok(Addr { host: *host, container: *address })
         }
@@ -66,13 +101,7 @@ fn resolve_family(h: &Host, c: &Container, spec: &AddrSpec, held: &[&str]) -> Re
             let mk = |a: IpAddr| Addr { host: Some(host), container: Cidr { addr: a, prefix: pool.prefix } };
             if let Some(w) = wanted {
                 if !claim(h, &c.name, w.addr)? {
-                    return Err(err(format!(
-                        "the address {} is already used by container `{}` on {}",
-                        w.addr,
-                        holder(h, w.addr),
-                        h.label
-                    ))
-                    .code("invalidInput"));
+                    return Err(already_used(h, w.addr, ""));
                 }
                 return Ok(mk(w.addr));
             }

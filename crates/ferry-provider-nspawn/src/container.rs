@@ -42,6 +42,12 @@ pub struct Probe {
     pub has_nspawn: bool,
     pub has_nft: bool,
     pub has_ip: bool,
+    /// A create of this container started and did not complete (the `incomplete` marker).
+    pub incomplete: bool,
+    /// `/var/lib/machines/NAME` exists (a new container's, or data kept by `keepState`).
+    pub has_root: bool,
+    /// `/var/lib/ferry/nspawn/NAME` exists.
+    pub has_files: bool,
 }
 
 impl Probe {
@@ -66,6 +72,9 @@ impl Probe {
                 "nspawn" => p.has_nspawn = v == "1",
                 "nft" => p.has_nft = v == "1",
                 "ip" => p.has_ip = v == "1",
+                "incomplete" => p.incomplete = v == "1",
+                "root" => p.has_root = v == "1",
+                "files" => p.has_files = v == "1",
                 _ => {}
             }
         }
@@ -169,8 +178,16 @@ fn deploy_on(
         )));
     }
 
-    build(d, c, cx)?;
-    place(h, d, c, prior, &pr, cx)
+    // A container that did not exist before this call is removed again when its create
+    // fails: no address claim or file of it stays behind for state to know nothing of.
+    let fresh = prior.is_none() && !pr.exists && pr.owner.is_empty();
+    build(d, c, cx).and_then(|_| place(h, d, c, prior, &pr, cx)).map_err(|e| {
+        if fresh {
+            crate::leftovers::undo_create(h, c, &pr, e, cx)
+        } else {
+            e
+        }
+    })
 }
 
 /// Build the system locally if the store lacks it (coalesced with the run's other builds).
@@ -259,6 +276,9 @@ pub(crate) fn place(
     let out = h.run("setting the profile", "set-profile", &[&c.name, &c.system], None, 120)?;
     let link = kv(&out, "link");
     activate(h, c, pr, &digest, cx)?;
+    if pr.incomplete || pr.owner.is_empty() {
+        h.run("completing the create", "remove-files", &[&format!("{sd}/incomplete")], None, 30)?;
+    }
     let after = probe(h, &c.name)?;
     Ok(outputs(c, h, &after, &link, &a4, &a6, &nspawn_sha256(&files)))
 }
@@ -354,12 +374,7 @@ pub fn read(
     let pr = pr?;
     let mine = pr.exists && pr.owner == owner;
     let Some(recorded) = outputs else {
-        // Adoption after an interrupted create: only a finished deploy counts.
-        if !mine || pr.profile != c.system || (c.auto_start && !pr.running()) {
-            return Ok(ReadResult { exists: false, outputs: None, inputs: None, drift: vec![] });
-        }
-        let o = outputs_from_probe(c, &h, &pr);
-        return Ok(ReadResult { exists: true, outputs: Some(o), inputs: None, drift: vec![] });
+        return Ok(crate::leftovers::read_unrecorded(c, &h, &pr, mine));
     };
     if !mine {
         return Ok(ReadResult { exists: false, outputs: None, inputs: None, drift: vec![] });
@@ -401,7 +416,7 @@ fn or_none(s: &str) -> &str {
     }
 }
 
-fn outputs_from_probe(c: &Container, h: &Host, pr: &Probe) -> Object {
+pub(crate) fn outputs_from_probe(c: &Container, h: &Host, pr: &Probe) -> Object {
     let files_sha = expected_unit_sha(
         c,
         &json!({"address": pr.address, "address6": pr.address6}).as_object().cloned().unwrap_or_default(),

@@ -171,11 +171,19 @@ pub fn rollback(c: &Container, to: Option<u64>) -> Result<String, ProviderError>
 
 /// `destroy NAME [--purge]`.
 pub fn destroy(c: &Container, purge: bool, cx: &CallContext) -> Result<(), ProviderError> {
-    let pr = with_host(&c.host, None, |h| probe(h, &c.name))?;
-    if pr.owner.is_empty() && !pr.exists {
+    let (pr, claimed) = with_host(&c.host, None, |h| {
+        let pr = probe(h, &c.name)?;
+        let claimed = crate::addresses::claims(h)?.values().any(|holder| *holder == c.name);
+        Ok((pr, claimed))
+    })?;
+    if pr.owner.is_empty() && !pr.exists && !pr.has_files && !claimed {
         return Err(err(format!("no container `{}` on {}", c.name, c.host.label())));
     }
-    refuse_owned(&c.name, &pr.owner, &c.host.label())?;
+    // What a create that never completed left may be removed here, whoever started it: no
+    // deployment records it as a container (it may record the create as failed or pending).
+    if !pr.incomplete {
+        refuse_owned(&c.name, &pr.owner, &c.host.label())?;
+    }
     container::destroy(c, None, purge, cx)
 }
 

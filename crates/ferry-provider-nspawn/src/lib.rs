@@ -22,6 +22,7 @@ mod addresses;
 pub mod container;
 pub mod host;
 pub mod imperative;
+mod leftovers;
 pub mod net;
 pub mod reload;
 pub mod schema;

@@ -4,7 +4,8 @@
 #
 # Layout: /etc/systemd/nspawn/NAME.nspawn (the unit), /var/lib/machines/NAME (root),
 # /nix/var/nix/profiles/per-container/NAME/system (profile), /var/lib/ferry/nspawn/NAME (ferry's
-# files: owner, net.env, network/, credentials/, unit digest, console.log),
+# files: owner, net.env, network/, credentials/, unit digest, console.log, and `incomplete` from
+# the first prepare until the create completes),
 # /var/lib/ferry/nspawn/.addresses/ADDR (address claims: the file holds the owner's name),
 # /run/ferry/nspawn/NAME.{supervisor,pid,unit} (direct runtime: supervisor and nspawn PIDs, the
 # unit digest the running container was started with).
@@ -183,6 +184,9 @@ probe)
   echo "runtime=$(runtime)"
   [ -f "/etc/systemd/nspawn/$name.nspawn" ] && echo "exists=1"
   echo "owner=$(cat "$s/owner" 2>/dev/null)"
+  [ -f "$s/incomplete" ] && echo "incomplete=1"
+  [ -d "/var/lib/machines/$name" ] && echo "root=1"
+  [ -d "$s" ] && echo "files=1"
   l=$(leader "$name")
   echo "leader=$l"
   [ -n "$l" ] && echo "current=$(readlink "/proc/$l/root/run/current-system" 2>/dev/null)"
@@ -264,7 +268,8 @@ remove-files)
 
 prepare)
   # prepare NAME SYSTEM OWNER: the root directory, profile and GC-root directories; checks the
-  # system is a container toplevel.
+  # system is a container toplevel. A container that had no owner yet is being created: it is
+  # marked `incomplete` (before anything is claimed for it) until the create completes.
   name=$1 system=$2
   [ -x "$system/init" ] || die "$system has no init: not a NixOS container toplevel (build config.system.build.toplevel of a configuration with boot.isContainer = true)"
   s=$(state_dir "$name")
@@ -274,6 +279,7 @@ prepare)
     "/nix/var/nix/profiles/per-container/$name" "/nix/var/nix/gcroots/per-container/$name" || exit 1
   [ -e "$root/etc/os-release" ] || touch "$root/etc/os-release"
   chmod 0700 "$s"
+  [ -f "$s/owner" ] || : > "$s/incomplete" || exit 1
   [ -n "${3:-}" ] && echo "$3" > "$s/owner"
   exit 0
   ;;
@@ -453,14 +459,26 @@ switch-generation)
   ;;
 
 list)
-  # list: "NAME OWNER RUNNING ADDRESS" per container ferry manages on this host.
-  for f in /var/lib/ferry/nspawn/*/owner; do
-    [ -f "$f" ] || continue
-    d=${f%/owner}; name=${d##*/}
+  # list: "NAME OWNER STATE ADDRESS…" for everything of ferry's containers on this host. OWNER is
+  # deployment, imperative or - (none); STATE is running or stopped, incomplete (a create that did
+  # not complete), kept (no owner: the data and addresses kept by `keepState`) or claim (only an
+  # address claim is left).
+  for d in /var/lib/ferry/nspawn/*; do
+    [ -d "$d" ] || continue
+    name=${d##*/}
+    owner=$(cat "$d/owner" 2>/dev/null); [ -n "$owner" ] || owner=-
     l=$(leader "$name")
     st=stopped; [ -n "$l" ] && st=running
-    echo "$name $(cat "$f") $st $(cat "$d/address" 2>/dev/null) $(cat "$d/address6" 2>/dev/null)"
+    [ "$owner" = - ] && st=kept
+    [ -f "$d/incomplete" ] && st=incomplete
+    echo "$name $owner $st $(cat "$d/address" 2>/dev/null) $(cat "$d/address6" 2>/dev/null)"
   done
+  for f in "$CLAIMS"/*; do
+    [ -f "$f" ] || continue
+    holder=$(cat "$f" 2>/dev/null)
+    [ -n "$holder" ] && [ ! -d "/var/lib/ferry/nspawn/$holder" ] && echo "$holder - claim ${f##*/}"
+  done
+  exit 0
   ;;
 
 destroy)
@@ -492,7 +510,7 @@ destroy)
     done
     rm -rf "/var/lib/machines/$name" "$s"
   else
-    rm -f "$s/owner" "$s/unit.digest"
+    rm -f "$s/owner" "$s/unit.digest" "$s/incomplete"
   fi
   rm -f "$RUN/$name.unit" "$RUN/$name.exit"
   exit 0
