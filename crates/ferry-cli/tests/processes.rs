@@ -281,6 +281,103 @@ fn sysvinit_lifecycle() {
     lifecycle("sysvinit");
 }
 
+/// The PIDs of `parent`'s children.
+fn children(parent: u32) -> Vec<u32> {
+    let mut v = vec![];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+#[test]
+fn a_dead_supervisord_is_restarted_and_the_set_comes_back_in_dependency_order() {
+    dead_manager("supervisord", "state/run/supervisord.pid");
+}
+
+#[test]
+fn a_dead_s6_svscan_is_restarted_and_the_set_comes_back_in_dependency_order() {
+    dead_manager("s6", "state/run/s6-svscan.pid");
+}
+
+/// Issue 13, fault 4: the manager's daemon dies with everything under it (a crash of the whole
+/// tree). The plan shows drift, and apply starts the daemon again and brings the set up as a
+/// first deploy does: level by level, each level running and ready before the next starts.
+/// Each process logs its start to `order`, or `NAME-early` when it started before its
+/// dependency answered.
+fn dead_manager(manager: &str, pid_file: &str) {
+    let sb = Sandbox::new(BIN);
+    let _c = Cleanup(&sb);
+    let s = Set::new(&sb, manager);
+    let d = s.dir();
+    let (db_port, app_port) = (ferry_testkit::free_port(), ferry_testkit::free_port());
+    let root = |n: &str| format!(r#"${{t.writeTree "{n}-root" {{ "index.html" = "{n}"; }}}}"#);
+    // Answers a second after it starts, like a database that loads before it listens.
+    let db = format!(
+        r#"db = p.mkProcess {{
+      command = [ "sh" "-c" "echo $$ > {d}/pids/db; echo db >> {d}/order; sleep 1; exec httpd -f -p 127.0.0.1:{db_port} -h {r}" ];
+      readiness.tcpPort = {db_port};
+    }};"#,
+        r = root("db")
+    );
+    let app = format!(
+        r#"app = p.mkProcess {{
+      command = [ "sh" "-c" "wget -q -O /dev/null http://127.0.0.1:{db_port}/ || {{ echo app-early >> {d}/order; exit 1; }}; echo $$ > {d}/pids/app; echo app >> {d}/order; sleep 1; exec httpd -f -p 127.0.0.1:{app_port} -h {r}" ];
+      readiness.tcpPort = {app_port};
+      dependsOn = [ "db" ];
+    }};"#,
+        r = root("app")
+    );
+    let worker = format!(
+        r#"worker = p.mkProcess {{
+      command = [ "sh" "-c" "wget -q -O /dev/null http://127.0.0.1:{app_port}/ || {{ echo worker-early >> {d}/order; exit 1; }}; echo $$ > {d}/pids/worker; echo worker >> {d}/order; exec sleep 100000" ];
+      dependsOn = [ "app" ];
+    }};"#
+    );
+    s.write(&[db, app, worker]);
+    let r = s.apply().ok();
+    assert!(r.stdout.contains("1 created"), "{}", r.all());
+    assert_eq!(sb.read("order").as_deref(), Some("db\napp\nworker\n"), "the first deploy");
+
+    // The daemon, what it runs directly (supervisord's programs, s6's s6-supervise) and every
+    // process die.
+    std::fs::write(sb.path().join("order"), "").unwrap();
+    let daemon = sb.read(pid_file).expect("the daemon's pid file");
+    let daemon_pid: u32 = daemon.trim().parse().expect("a pid");
+    let procs = s.pids(&["db", "app", "worker"]);
+    let all: Vec<u32> = std::iter::once(daemon_pid)
+        .chain(children(daemon_pid))
+        .chain(procs.values().map(|p| p.expect("a pid")))
+        .collect();
+    for pid in &all {
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    for pid in all {
+        ferry_testkit::wait_until(Duration::from_secs(5), "the process to die", || {
+            !ferry_testkit::running(pid)
+        });
+    }
+    let plan = sb.ferry(&["plan"]).ok();
+    assert!(plan.all().contains("process `db` is"), "the dead set is drift: {}", plan.all());
+
+    let r = s.apply().ok();
+    assert!(!r.all().contains("3 unchanged"), "apply acts on the drift: {}", r.all());
+    assert!(r.all().contains("restarted (were not running) db, app, worker"), "{}", r.all());
+    // Ready when apply returns, and started in order: no process started before its dependency
+    // answered.
+    assert!(s.alive("db") && s.alive("app") && s.alive("worker"), "{}", r.all());
+    assert!(http_get(app_port).unwrap_or_default().contains("app"), "app answers when apply returns");
+    assert_eq!(sb.read("order").as_deref(), Some("db\napp\nworker\n"), "{}", r.all());
+    let new_daemon = sb.read(pid_file).unwrap_or_default();
+    assert_ne!(new_daemon.trim(), daemon.trim(), "a new daemon");
+    assert_eq!(sb.ferry(&["plan"]).ok().stdout.trim(), "No changes.");
+}
+
 /// A deployment whose set is built from `procs` (Nix body of `processes = { … }`) with `manager`.
 fn one_set(sb: &Sandbox, manager: &str, procs: &str) {
     sb.deployment(&format!(

@@ -478,9 +478,12 @@ impl<'a> Mgr<'a> {
         }
         let mut sh = self.script();
         match self.kind.as_str() {
-            // `update` first: a group that supervisord does not know (a new supervisord) is added.
+            // Installed again (a supervisord started anew has none), then `update`: a group that
+            // supervisord does not know is added (and started).
             "supervisord" if self.rpc().is_some() => {
                 let rpc = self.rpc().expect("checked");
+                sh.call("sv_relink", &with2(&self.state_dir, &self.active_dir(), names));
+                self.host.sh(&format!("installing {}", names.join(", ")), sh.text())?;
                 rpc.update(names).map_err(|e| self.rpc_err("starting processes", e))?;
                 for n in names {
                     rpc.start(n).map_err(|e| self.rpc_err("starting processes", e))?;
@@ -488,6 +491,7 @@ impl<'a> Mgr<'a> {
                 return Ok(());
             }
             "supervisord" => {
+                sh.call("sv_relink", &with2(&self.state_dir, &self.active_dir(), names));
                 sh.call("sv_start", &with(&self.state_dir, names));
             }
             "s6" => {
@@ -524,6 +528,12 @@ impl<'a> Mgr<'a> {
 /// `first` and then `rest`, as call arguments.
 fn with<'a>(first: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![first];
+    v.extend_from_slice(rest);
+    v
+}
+
+fn with2<'a>(first: &'a str, second: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![first, second];
     v.extend_from_slice(rest);
     v
 }

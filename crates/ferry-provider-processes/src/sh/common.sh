@@ -4,6 +4,15 @@
 # the function calls of one operation; every argument of a call is one quoted word. Functions
 # only: nothing here runs on its own. Exit status of an operation: its last call's.
 
+# alive PID: the process exists and is not a zombie (a daemon killed a moment ago stays one
+# until its parent, often init, reaps it, and `kill -0` still succeeds). Shell builtins only.
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  { read -r st <"/proc/$1/stat"; } 2>/dev/null || return 0
+  st=${st##*) }
+  [ "${st%% *}" != Z ]
+}
+
 # ensure_dirs DIR...: the set's directories.
 ensure_dirs() {
   mkdir -p "$@"

@@ -2,15 +2,21 @@
 # s6 through s6-svscan, s6-svc and s6-svstat. SCAN is the set's scan directory; a process's
 # service directory SCAN/NAME links to its config. See common.sh for how ferry calls these.
 
-# s6_up SCAN PIDFILE LOG: s6-svscan running on the scan directory.
+# s6_up SCAN PIDFILE LOG: s6-svscan running on the scan directory. One that is not running
+# (first deploy, or it died): services left without their s6-supervise are marked down first,
+# or the new s6-svscan would start every one at once (the switch starts them level by level,
+# in fresh directories); it is up when it answers s6-svscanctl (a dead one leaves its FIFO).
 s6_up() {
   mkdir -p "$1"
   p=$(cat "$2" 2>/dev/null)
-  if [ -z "$p" ] || ! kill -0 "$p" 2>/dev/null; then
+  if [ -z "$p" ] || ! alive "$p"; then
+    for d in "$1"/*; do
+      if [ -d "$d" ] && ! s6-svok "$d" 2>/dev/null; then : >"$d/down"; fi
+    done
     setsid s6-svscan "$1" >>"$3" 2>&1 </dev/null &
     echo $! >"$2"
     i=0
-    until [ -p "$1/.s6-svscan/control" ]; do
+    until s6-svscanctl -a "$1" 2>/dev/null; do
       i=$((i + 1))
       [ $i -gt 100 ] && { echo 's6-svscan did not come up' >&2; exit 1; }
       sleep 0.05

@@ -11,11 +11,18 @@ sv_ctl() {
 }
 
 # sv_up STATE RUNTIME LOGDIR PROFILE: supervisord running with the profile's configuration.
+# One that is not running (first deploy, or it died) is started without programs: it would
+# start every one at once, so the conf.d links are set aside (the switch starts the processes
+# level by level, `sv_relink` installing each again); a dead one's socket and PID file go.
 sv_up() {
   mkdir -p "$1/conf.d"
   ln -sfn "$4/supervisord.conf" "$1/supervisord.conf"
   p=$(cat "$2/supervisord.pid" 2>/dev/null)
-  if [ -z "$p" ] || ! kill -0 "$p" 2>/dev/null || [ ! -S "$2/supervisord.sock" ]; then
+  if [ -z "$p" ] || ! alive "$p" || [ ! -S "$2/supervisord.sock" ]; then
+    if [ -n "$p" ] && ! alive "$p"; then rm -f "$2/supervisord.sock" "$2/supervisord.pid"; fi
+    for c in "$1"/conf.d/*.conf; do
+      if [ -L "$c" ]; then rm -f "$c"; fi
+    done
     supervisord -c "$1/supervisord.conf" >>"$3/supervisord.out" 2>&1 </dev/null || exit 1
     i=0
     until [ -S "$2/supervisord.sock" ] && sv_ctl "$1" pid >/dev/null 2>&1; do
@@ -35,6 +42,18 @@ sv_link() {
     ln -sfn "$2/program.conf" "$s/conf.d/$1.conf"
     shift 2
   done
+}
+
+# sv_relink STATE ACTIVE NAME...: install the program.conf of installed processes again (a
+# supervisord started anew has none), from their installed configs (links in ACTIVE).
+sv_relink() {
+  s=$1 a=$2
+  shift 2
+  mkdir -p "$s/conf.d"
+  for n in "$@"; do
+    c=$(readlink "$a/$n") && ln -sfn "$c/program.conf" "$s/conf.d/$n.conf"
+  done
+  return 0
 }
 
 # sv_unlink STATE NAME...: uninstall the processes' program.conf.
