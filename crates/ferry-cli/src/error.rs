@@ -88,8 +88,7 @@ fn hints(err: &anyhow::Error) -> Vec<String> {
                 EngineError::Eval(EvalError::Nix { .. }) => {
                     hints.push("run with --show-trace for Nix's full evaluation trace".into())
                 }
-                // Nix's own errors reach the CLI as deployment errors "evaluating FILE: ...".
-                EngineError::Deployment(m) if m.starts_with("evaluating ") => {
+                EngineError::Nix { .. } => {
                     hints.push("run with --show-trace for Nix's full evaluation trace".into())
                 }
                 _ => {}

@@ -75,6 +75,9 @@ pub enum EngineError {
     /// The deployment is wrong (evaluation error, schema violation, cycle...).
     #[error("{0}")]
     Deployment(String),
+    /// Nix failed to evaluate the deployment: `message` is Nix's (with the file and a hint).
+    #[error("{message}")]
+    Nix { message: String, kind: ferry_eval::NixErrorKind },
     #[error(transparent)]
     Eval(#[from] ferry_eval::EvalError),
     #[error(transparent)]

@@ -266,7 +266,7 @@ pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
     // first decisions (a later re-round reads again).
     let mut prefetched = prefetch.join().unwrap_or_default();
     match first {
-        Err(EngineError::Deployment(m)) if m.contains("infinite recursion") => {
+        Err(EngineError::Nix { kind: ferry_eval::NixErrorKind::InfiniteRecursion, .. }) => {
             // Lending recorded outputs can recurse through a new cycle; evaluate without it.
             s.decls.clear();
             s.first_round(false)?;

@@ -6,7 +6,7 @@ use crate::provider_client::ProviderCommand;
 use crate::redact::Redactor;
 use crate::registry::Registry;
 use crate::*;
-use ferry_eval::{Declaration, KindOutputs, Recorded, ResourceEval, RoundRequest, RoundResult};
+use ferry_eval::{Declaration, KindOutputs, NixErrorKind, Recorded, ResourceEval, RoundRequest, RoundResult};
 use ferry_state::{ResourceRecord, StateStore, Status};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -197,33 +197,31 @@ impl<'e> Session<'e> {
     }
 
     fn eval_error(&self, e: ferry_eval::EvalError) -> EngineError {
+        let kind = e.nix_kind();
         match e {
-            ferry_eval::EvalError::Nix { message, user } => {
+            ferry_eval::EvalError::Nix { message, user: true } => {
+                EngineError::Deployment(self.redactor.text(&message))
+            }
+            ferry_eval::EvalError::Nix { message, user: false } => {
+                let kind = kind.unwrap_or(NixErrorKind::Other);
                 let file = self.engine.cfg.file.display();
-                let mut msg = if user { message } else { format!("evaluating {file}:\n{message}") };
-                if let Some(h) = self.hint(&msg) {
+                let mut msg = format!("evaluating {file}:\n{message}");
+                if let Some(h) = self.hint(&kind) {
                     msg.push_str(&format!("\nhint: {h}"));
                 }
-                EngineError::Deployment(self.redactor.text(&msg))
+                EngineError::Nix { message: self.redactor.text(&msg), kind }
             }
             other => EngineError::Eval(other),
         }
     }
 
     /// Explain common Nix errors in ferry's terms.
-    fn hint(&self, msg: &str) -> Option<String> {
-        if !msg.contains("missing") {
-            return None;
-        }
-        let attr = msg.split("attribute '").nth(1)?.split('\'').next()?.to_string();
+    fn hint(&self, kind: &NixErrorKind) -> Option<String> {
+        let NixErrorKind::MissingAttribute { name: attr, paths } = kind else { return None };
         // Nix quotes the source line: look for `resources.X.ATTR` (an undeclared output of X)
         // or `resources.ATTR` (an undeclared resource).
         let suffix = format!(".{attr}");
-        for piece in msg.split("resources.").skip(1) {
-            let path: String = piece
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-                .collect();
+        for path in paths {
             // `resources.ATTR` or `resources.ATTR.OUTPUT`: the resource itself is missing.
             // (Comparing the whole path only caught the bare form, so the usual
             // `resources.nothere.path` got no hint.)
@@ -444,14 +442,7 @@ pub(crate) fn round_with_fallback(
 ) -> Result<RoundResult, ferry_eval::EvalError> {
     // Only type errors: a missing attribute (an undeclared output) is a real error that the
     // placeholder view is there to catch early.
-    let placeholder_caused = |e: &ferry_eval::EvalError| {
-        let m = e.to_string();
-        !e.is_user_error()
-            && !m.contains("attribute '")
-            && ["cannot coerce", "cannot add", "cannot compare", "while a", "while an"]
-                .iter()
-                .any(|p| m.contains(p))
-    };
+    let placeholder_caused = |e: &ferry_eval::EvalError| e.nix_kind() == Some(NixErrorKind::Type);
     let mut res = match eval.round(&req) {
         Err(e) if placeholder_caused(&e) && (req.want_previews || req.want_edges) => {
             let retry = RoundRequest { want_previews: false, want_edges: false, ..req.clone() };

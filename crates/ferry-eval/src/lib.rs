@@ -10,9 +10,11 @@
 mod drv;
 pub mod flake;
 mod nix_cli;
+mod nix_error;
 mod placeholder;
 
 pub use nix_cli::{auto_eval_jobs, NixCli, NixSettings};
+pub use nix_error::NixErrorKind;
 pub use placeholder::{find_placeholders, render_placeholders, Placeholder, OPAQUE};
 
 use serde::{Deserialize, Serialize};
@@ -169,6 +171,14 @@ impl EvalError {
     /// Errors raised by ferry's own checks of the deployment (`abort "ferry: ..."`).
     pub fn is_user_error(&self) -> bool {
         matches!(self, EvalError::Nix { user: true, .. })
+    }
+
+    /// The kind of a Nix error (not of ferry's own checks, nor of other failures).
+    pub fn nix_kind(&self) -> Option<NixErrorKind> {
+        match self {
+            EvalError::Nix { message, user: false } => Some(NixErrorKind::of(message)),
+            _ => None,
+        }
     }
 }
 
