@@ -285,3 +285,39 @@ fn apply_plan_destroy_with_real_nix() {
     assert!(text(&out.stdout).contains("Destroy complete: 2 destroyed\n"), "{}", text(&out.stdout));
     assert!(!target.exists());
 }
+
+/// `ferry state show` learns a kind's sensitive inputs from its provider's schema (through the
+/// engine, `ferry_engine::shown`): local.file declares none; local.exec declares env and stdin.
+#[test]
+fn builtin_schema_gives_the_sensitive_inputs() {
+    let builtins = vec![(
+        "local".to_string(),
+        ferry_engine::ProviderCommand {
+            label: "local".into(),
+            program: env!("CARGO_BIN_EXE_ferry").into(),
+            args: vec!["__provider".into(), "local".into()],
+        },
+    )];
+    let quiet: std::sync::Arc<dyn ferry_engine::EventSink> =
+        std::sync::Arc::new(|_: ferry_engine::EngineEvent| {});
+    let registry = ferry_engine::registry::Registry::new(
+        &builtins,
+        std::time::Duration::from_secs(30),
+        Default::default(),
+        quiet,
+        Default::default(),
+    );
+    let rec = |kind: &str| -> ferry_state::ResourceRecord {
+        serde_json::from_value(serde_json::json!({
+            "name": "x", "kind": kind, "provider": {"builtin": "local"}, "inputs": {}, "outputs": {},
+            "status": "ready", "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
+        }))
+        .unwrap()
+    };
+    let inputs =
+        ferry_engine::shown::sensitive_inputs(&registry, &rec("local.file")).expect("local.file schema");
+    assert!(inputs.is_empty(), "{inputs:?}");
+    let inputs =
+        ferry_engine::shown::sensitive_inputs(&registry, &rec("local.exec")).expect("local.exec schema");
+    assert!(inputs.contains(&"env".to_string()) && inputs.contains(&"stdin".to_string()), "{inputs:?}");
+}

@@ -21,6 +21,7 @@ pub(crate) mod run;
 mod scheduler;
 pub mod select;
 mod session;
+pub mod shown;
 mod verbs;
 mod worker;
 

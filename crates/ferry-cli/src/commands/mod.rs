@@ -108,25 +108,13 @@ impl Context {
             Some(s) => Some(Selection::parse(s).map_err(usage)?),
             None => None,
         };
-        let exe =
-            std::env::current_exe().context("cannot find the ferry executable to run built-in providers")?;
         let cfg = EngineConfig {
             file: o.file.clone(),
             state_path: o.state.clone(),
             state_given: o.state_given,
             jobs: o.jobs,
             selection,
-            builtin_providers: ["local", "nixos", "nspawn", "processes", "ids"]
-                .iter()
-                .map(|name| {
-                    let cmd = ProviderCommand {
-                        label: (*name).into(),
-                        program: exe.clone(),
-                        args: vec![PROVIDER_ENTRY.into(), (*name).into()],
-                    };
-                    ((*name).to_string(), cmd)
-                })
-                .collect(),
+            builtin_providers: self.builtin_providers()?,
             call_timeout: o.timeout,
             lock_timeout: o.lock_timeout,
             interrupted: self.interrupted.clone(),
@@ -151,6 +139,23 @@ impl Context {
             flake,
         })?;
         Ok(Engine::new(cfg, Arc::new(eval), progress.clone()))
+    }
+
+    /// The built-in providers: this executable run as `ferry __provider NAME`.
+    pub fn builtin_providers(&self) -> anyhow::Result<Vec<(String, ProviderCommand)>> {
+        let exe =
+            std::env::current_exe().context("cannot find the ferry executable to run built-in providers")?;
+        Ok(["local", "nixos", "nspawn", "processes", "ids"]
+            .iter()
+            .map(|name| {
+                let cmd = ProviderCommand {
+                    label: (*name).into(),
+                    program: exe.clone(),
+                    args: vec![PROVIDER_ENTRY.into(), (*name).into()],
+                };
+                ((*name).to_string(), cmd)
+            })
+            .collect())
     }
 
     /// Run-wide options every provider gets in its handshake.

@@ -3,28 +3,22 @@
 //!
 //! Sensitive values never leave here, text or `--json`: outputs named in the record's
 //! `sensitive_outputs`, inputs the kind's schema declares sensitive, and any string containing
-//! a sensitive output's value are all shown as `(sensitive)`. `state export` is the one
+//! a sensitive output's value are all shown as `(sensitive)` — by the engine's redaction
+//! (`ferry_engine::shown`). `state export` is the one
 //! exception — it is the backup format — and says so on stderr.
 //!
 //! `rm` and `import` change state, so they take the run lock like apply does.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use ferry_engine::redact::Redactor;
-use ferry_engine::registry::Registry;
-use ferry_engine::EngineEvent;
-use ferry_protocol::sdk::Provider;
-use ferry_protocol::KindSchema;
 use ferry_state::{DeploymentIdentity, ResourceRecord, StateStore};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::commands::{emit, emit_json, require_state, Context};
 use crate::error::Outcome;
-use crate::render::{redact_named, table, value, SENSITIVE};
+use crate::render::{table, value};
 
 fn open(ctx: &Context) -> anyhow::Result<StateStore> {
     require_state(&ctx.opts.state)?;
@@ -69,16 +63,15 @@ pub fn show(ctx: &Context, name: &str, json: bool) -> anyhow::Result<Outcome> {
         anyhow::bail!(not_recorded(ctx, name, &store)?);
     };
     let all = store.resources()?;
-    let mut sens = Sensitivity::new(ctx);
-    let inputs = sens.inputs_of(&rec);
-    let redactor = redactor_for(&all);
-    let shown = redacted_record(&rec, inputs.as_deref(), &redactor);
+    let timeout = ctx.opts.timeout.min(std::time::Duration::from_secs(30));
+    let view = ferry_engine::shown::show(&ctx.builtin_providers()?, timeout, &all, &rec);
+    let shown = view.json;
     if json {
         emit_json(&shown)?;
     } else {
         emit(&show_text(&rec, &shown))?;
     }
-    if inputs.is_none() && !rec.inputs.is_empty() {
+    if !view.inputs_known && !rec.inputs.is_empty() {
         eprintln!(
             "note: could not ask provider {} which inputs of `{}` are sensitive; all inputs are hidden",
             provider_text(&rec.provider),
@@ -96,54 +89,6 @@ fn not_recorded(ctx: &Context, name: &str, store: &StateStore) -> anyhow::Result
         format!("recorded: {}", names.join(", "))
     };
     Ok(format!("resource `{name}` is not in state {} ({known})", ctx.opts.state.display()))
-}
-
-/// Learns every sensitive output value in state, so a secret that flowed into another
-/// resource's inputs is hidden there too.
-pub fn redactor_for(records: &[ResourceRecord]) -> Redactor {
-    let mut r = Redactor::default();
-    for rec in records {
-        r.learn(&rec.outputs, &rec.sensitive_outputs);
-        if let Some(d) = &rec.deposed {
-            r.learn(&d.outputs, &rec.sensitive_outputs);
-        }
-    }
-    r
-}
-
-/// The record as JSON with every sensitive value replaced. `sensitive_inputs` `None` means
-/// unknown: every input is hidden.
-pub fn redacted_record(rec: &ResourceRecord, sensitive_inputs: Option<&[String]>, r: &Redactor) -> Value {
-    let inputs = |m: &Map<String, Value>| -> Value {
-        Value::Object(match sensitive_inputs {
-            Some(names) => r.inputs(m, names),
-            None => m.keys().map(|k| (k.clone(), Value::String(SENSITIVE.into()))).collect(),
-        })
-    };
-    let outputs = |m: &Map<String, Value>| -> Value {
-        let named = redact_named(m, &rec.sensitive_outputs);
-        Value::Object(named.into_iter().map(|(k, v)| (k, r.value(&v))).collect())
-    };
-    let mut v = serde_json::to_value(rec).unwrap_or(Value::Null);
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("inputs".into(), inputs(&rec.inputs));
-        obj.insert("outputs".into(), outputs(&rec.outputs));
-        if let Some(d) = &rec.deposed {
-            obj.insert(
-                "deposed".into(),
-                json!({ "inputs": inputs(&d.inputs), "outputs": outputs(&d.outputs) }),
-            );
-        }
-        if let Some(p) = &rec.pending {
-            if let Some(Value::Object(po)) = obj.get_mut("pending") {
-                po.insert("inputs".into(), inputs(&p.inputs));
-            }
-        }
-        if let Some(e) = &rec.last_error {
-            obj.insert("last_error".into(), Value::String(r.text(e)));
-        }
-    }
-    v
 }
 
 /// `local (built in)` or `/path/to/provider ARGS`.
@@ -206,52 +151,6 @@ pub fn show_text(rec: &ResourceRecord, shown: &Value) -> String {
         }
     }
     out
-}
-
-/// Which inputs of a recorded kind are sensitive, from the provider's schema.
-struct Sensitivity {
-    registry: Registry,
-    cache: HashMap<String, Option<Vec<KindSchema>>>,
-}
-
-impl Sensitivity {
-    fn new(ctx: &Context) -> Sensitivity {
-        let quiet: Arc<dyn ferry_engine::EventSink> = Arc::new(|_: EngineEvent| {});
-        let timeout = ctx.opts.timeout.min(std::time::Duration::from_secs(30));
-        Sensitivity {
-            registry: Registry::new(&[], timeout, Default::default(), quiet, Default::default()),
-            cache: HashMap::new(),
-        }
-    }
-
-    /// `None` when the provider cannot be asked.
-    fn inputs_of(&mut self, rec: &ResourceRecord) -> Option<Vec<String>> {
-        let key = rec.provider.to_string();
-        if !self.cache.contains_key(&key) {
-            let kinds = self.kinds(rec);
-            self.cache.insert(key.clone(), kinds);
-        }
-        let kinds = self.cache.get(&key)?.as_ref()?;
-        let kind = rec.kind.split_once('.').map_or(rec.kind.as_str(), |(_, k)| k);
-        kinds.iter().find(|k| k.name == kind).map(|k| k.sensitive_inputs.clone())
-    }
-
-    fn kinds(&self, rec: &ResourceRecord) -> Option<Vec<KindSchema>> {
-        match rec.provider.get("builtin").and_then(Value::as_str) {
-            // In-process: no need to start ourselves to read a static schema.
-            Some("local") => Some(ferry_provider_local::LocalProvider::new().info().kinds),
-            Some("nixos") => Some(ferry_provider_nixos::NixosProvider::new().info().kinds),
-            Some("nspawn") => Some(ferry_provider_nspawn::NspawnProvider::default().info().kinds),
-            Some("processes") => Some(ferry_provider_processes::Builtin::default().info().kinds),
-            Some("ids") => Some(ferry_provider_processes::Ids.info().kinds),
-            Some(_) => None,
-            None => {
-                let cmd = self.registry.command_from_record(&rec.kind, &rec.provider).ok()?;
-                let client = self.registry.client(&cmd).ok()?;
-                Some(client.handshake.kinds.clone())
-            }
-        }
-    }
 }
 
 pub fn rm(ctx: &Context, name: &str) -> anyhow::Result<Outcome> {
@@ -396,6 +295,9 @@ pub fn log(ctx: &Context, name: Option<&str>, limit: Option<usize>, json: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::SENSITIVE;
+    use ferry_engine::redact::Redactor;
+    use ferry_engine::shown::redacted_record;
     use ferry_state::Status;
     use std::os::unix::fs::PermissionsExt;
 
@@ -432,7 +334,7 @@ mod tests {
     fn show_hides_sensitive_outputs() {
         let rec = record();
         assert_eq!(rec.status, Status::Ready);
-        let r = redactor_for(std::slice::from_ref(&rec));
+        let r = Redactor::for_records(std::slice::from_ref(&rec));
         let shown = redacted_record(&rec, Some(&[]), &r);
         let text = show_text(&rec, &shown);
         assert!(text.contains("  privateKey = (sensitive)\n"), "{text}");
@@ -454,7 +356,7 @@ mod tests {
                 .unwrap()
                 .clone(),
         });
-        let r = redactor_for(std::slice::from_ref(&rec));
+        let r = Redactor::for_records(std::slice::from_ref(&rec));
         let shown = redacted_record(&rec, Some(&["comment".to_string()]), &r);
         assert!(!shown.to_string().contains("s3cr3t"), "{shown}");
         assert_eq!(shown["deposed"]["outputs"]["publicKey"], "ssh-ed25519 AAAAold");
@@ -466,7 +368,7 @@ mod tests {
     #[test]
     fn secrets_flowing_into_inputs_are_hidden() {
         let (key, copy) = (record(), consumer());
-        let r = redactor_for(&[key, copy.clone()]);
+        let r = Redactor::for_records(&[key, copy.clone()]);
         // local.file declares `content` sensitive; `note` is hidden because it holds the key.
         let shown = redacted_record(&copy, Some(&["content".to_string()]), &r);
         assert!(!shown.to_string().contains("s3cr3t"), "{shown}");
@@ -474,28 +376,6 @@ mod tests {
         // Unknown schema: every input hidden.
         let shown = redacted_record(&copy, None, &r);
         assert_eq!(shown["inputs"]["path"], SENSITIVE);
-    }
-
-    #[test]
-    fn builtin_schema_is_read_in_process() {
-        let ctx = Context {
-            opts: <crate::cli::Cli as clap::Parser>::try_parse_from(["ferry", "state", "list"])
-                .unwrap()
-                .global
-                .resolve(Path::new("/")),
-            command_line: "ferry state show".into(),
-            interrupted: Default::default(),
-            rollout: Default::default(),
-            guards: Default::default(),
-        };
-        let mut s = Sensitivity::new(&ctx);
-        // local.file declares no sensitive input; local.exec declares env and stdin.
-        let inputs = s.inputs_of(&consumer()).expect("local.file schema");
-        assert!(inputs.is_empty(), "{inputs:?}");
-        let mut exec = consumer();
-        exec.kind = "local.exec".into();
-        let inputs = s.inputs_of(&exec).expect("local.exec schema");
-        assert!(inputs.contains(&"env".to_string()) && inputs.contains(&"stdin".to_string()), "{inputs:?}");
     }
 
     #[test]

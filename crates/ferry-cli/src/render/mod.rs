@@ -2,13 +2,13 @@
 //! ([`progress`]), and the small shared helpers below.
 //!
 //! Renderers build strings; they never decide exit statuses. Sensitive values arrive here
-//! already redacted by the engine, or are redacted by [`redact_named`] before rendering.
+//! already redacted by the engine (plans, events, errors, `ferry_engine::shown` for state).
 
 pub mod plan;
 pub mod progress;
 
 use console::Style;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The marker shown instead of a sensitive value.
 pub const SENSITIVE: &str = "(sensitive)";
@@ -85,16 +85,6 @@ fn write_value(out: &mut String, v: &Value) {
     }
 }
 
-/// `map` with the values of `names` replaced by `(sensitive)`.
-pub fn redact_named(map: &Map<String, Value>, names: &[String]) -> Map<String, Value> {
-    map.iter()
-        .map(|(k, v)| {
-            let v = if names.iter().any(|n| n == k) { Value::String(SENSITIVE.into()) } else { v.clone() };
-            (k.clone(), v)
-        })
-        .collect()
-}
-
 /// Seconds for humans: `0.01s`, `0.41s`, `2.1s`, `75s`.
 pub fn seconds(s: f64) -> String {
     if s < 1.0 {
@@ -147,13 +137,6 @@ mod tests {
             "{\"keys\": [(known after apply: key.publicKey), \"ssh-ed25519 AAA\"], \"n\": 1}"
         );
         assert_eq!(value(&json!("(sensitive)")), "(sensitive)");
-    }
-
-    #[test]
-    fn redaction_by_name() {
-        let m = json!({"publicKey": "ssh-ed25519 AAA", "privateKey": "-----BEGIN"});
-        let r = redact_named(m.as_object().unwrap(), &["privateKey".into()]);
-        assert_eq!(Value::Object(r), json!({"publicKey": "ssh-ed25519 AAA", "privateKey": "(sensitive)"}));
     }
 
     #[test]
