@@ -9,7 +9,7 @@
 //!   plan error (and a plan error stops the whole apply), `ferry destroy` refuses it.
 
 use crate::plan::{Action, Plan};
-use crate::run::Planned;
+use crate::plan_phase::Planned;
 use crate::session::Session;
 use crate::EngineError;
 use ferry_state::DeploymentIdentity;

@@ -13,6 +13,7 @@ pub mod events;
 pub mod graph;
 mod guards;
 pub mod plan;
+mod plan_phase;
 mod planner;
 pub mod provider_client;
 pub mod redact;
