@@ -125,3 +125,6 @@ pub struct Timings {
     pub total_seconds: f64,
     pub provider_calls: u64,
 }
+
+#[cfg(test)]
+mod tests;
