@@ -10,6 +10,7 @@
 //! the engine unredacted in a [`Plan`] or an event.
 
 pub mod events;
+mod executor;
 pub mod graph;
 mod guards;
 pub mod plan;
