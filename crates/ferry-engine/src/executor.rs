@@ -138,8 +138,7 @@ impl<'a, 'e> Executor<'a, 'e> {
             }
         }
         let j = self.queue.pop_front()?;
-        let noop = j.decision.as_ref().is_some_and(|d| d.action == Action::Noop);
-        if self.cfg.batch.is_some() && !noop {
+        if self.cfg.batch.is_some() && !j.planned_noop() {
             self.batch_started += 1;
         }
         Some(j)
@@ -148,7 +147,7 @@ impl<'a, 'e> Executor<'a, 'e> {
     fn dispatch<'scope>(&mut self, scope: &'scope Scope<'scope, '_>) {
         while self.stop.is_none() && self.in_flight.len() < self.cfg.jobs.max(1) {
             let Some(job) = self.next_job() else { break };
-            if job.delete {
+            if job.is_delete() {
                 self.delete_deps.insert(job.name.clone(), job.deps.clone());
             }
             self.in_flight.insert(job.name.clone(), Instant::now());

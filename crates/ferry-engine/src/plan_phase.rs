@@ -370,15 +370,10 @@ pub(crate) fn delete_job(
     scheduler::Job {
         name: rec.name.clone(),
         kind,
-        inputs: None,
-        context: BTreeMap::new(),
-        record: Some(rec.clone()),
-        decision: None,
-        stable: false,
-        delete: true,
         // Only edges among the resources being deleted order the deletes.
         deps: rec.dependencies.iter().filter(|d| deleting.contains(*d)).cloned().collect(),
         tags: rec.tags.clone(),
         protect: rec.protect,
+        task: scheduler::Task::Delete { record: Box::new(rec.clone()) },
     }
 }

@@ -15,18 +15,48 @@ use std::sync::mpsc::Sender;
 pub(crate) struct Job {
     pub name: String,
     pub kind: Kind,
-    /// Desired inputs (absent for deletes).
-    pub inputs: Option<Object>,
-    pub context: BTreeMap<String, Vec<String>>,
-    pub record: Option<ResourceRecord>,
-    /// Decided during planning; `None`: decide in the worker (resource became ready later).
-    pub decision: Option<Decision>,
-    pub stable: bool,
-    pub delete: bool,
     pub deps: Vec<String>,
     pub tags: Vec<String>,
     /// `protect = true` (declared, or recorded for deletes): never replaced.
     pub protect: bool,
+    pub task: Task,
+}
+
+/// What a job does.
+pub(crate) enum Task {
+    /// Delete what the record describes (an orphan, or everything for destroy).
+    Delete { record: Box<ResourceRecord> },
+    /// Bring the resource to its desired inputs.
+    Apply(Box<Apply>),
+}
+
+pub(crate) struct Apply {
+    pub inputs: Object,
+    /// Store paths the inputs reference: derivation -> outputs.
+    pub context: BTreeMap<String, Vec<String>>,
+    pub record: Option<ResourceRecord>,
+    /// Decided during planning; `None`: decided in the worker (it became ready later).
+    pub decision: Option<Decision>,
+    /// The desired inputs equal the recorded ones.
+    pub stable: bool,
+}
+
+impl Job {
+    pub fn record(&self) -> Option<&ResourceRecord> {
+        match &self.task {
+            Task::Delete { record } => Some(record),
+            Task::Apply(a) => a.record.as_ref(),
+        }
+    }
+
+    pub fn is_delete(&self) -> bool {
+        matches!(self.task, Task::Delete { .. })
+    }
+
+    /// Planned as a no-op (it does not count against `--batch`).
+    pub fn planned_noop(&self) -> bool {
+        matches!(&self.task, Task::Apply(a) if a.decision.as_ref().is_some_and(|d| d.action == Action::Noop))
+    }
 }
 
 /// A record the executor must visit even when its resource is unchanged: an interrupted or
@@ -89,14 +119,15 @@ pub(crate) fn job_for(
     Job {
         name: name.to_string(),
         kind,
-        inputs: Some(inputs),
-        context: r.context.clone(),
-        record: s.records.get(name).cloned(),
-        decision,
-        stable: r.stable,
-        delete: false,
         deps: s.deps.get(name).map(|d| d.iter().cloned().collect()).unwrap_or_default(),
         tags: s.decls.get(name).map(|d| d.tags.clone()).unwrap_or_default(),
         protect: s.decls.get(name).is_some_and(|d| d.protect),
+        task: Task::Apply(Box::new(Apply {
+            inputs,
+            context: r.context.clone(),
+            record: s.records.get(name).cloned(),
+            decision,
+            stable: r.stable,
+        })),
     }
 }

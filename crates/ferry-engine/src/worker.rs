@@ -10,9 +10,9 @@ use crate::events::{EngineEvent, EventSink};
 use crate::plan::Action;
 use crate::planner::{decide, describe};
 use crate::registry::Registry;
-use crate::scheduler::{Job, Msg};
+use crate::scheduler::{Apply, Job, Msg, Task};
 use ferry_protocol::{Call, CreateParams, DeleteParams, Object, OutputsResult, Prior, UpdateParams};
-use ferry_state::{Intent, Op, Status};
+use ferry_state::{Intent, Op, ResourceRecord, Status};
 use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Sender};
 
@@ -88,7 +88,7 @@ impl Worker<'_> {
 
     /// Delete the object an interrupted create-before-destroy replacement left behind.
     fn delete_deposed(&self, sink: &dyn EventSink) -> Result<(), String> {
-        let Some(d) = self.job.record.as_ref().and_then(|r| r.deposed.as_ref()) else { return Ok(()) };
+        let Some(d) = self.job.record().and_then(|r| r.deposed.as_ref()) else { return Ok(()) };
         sink.event(EngineEvent::Phase {
             resource: self.job.name.clone(),
             phase: "delete".into(),
@@ -109,42 +109,44 @@ pub(crate) fn run_job(
     sink: &dyn EventSink,
     tx: &Sender<Msg>,
 ) -> (Action, Outcome, bool) {
-    let unplanned = job.decision.is_none();
-    let (action, outcome, planning) = execute(job, reg, eval, sink, tx);
-    (action, outcome, unplanned && planning)
+    let w = Worker { job: &job, reg, tx };
+    match &job.task {
+        Task::Delete { record } => (Action::Delete, delete_recorded(&w, record, sink), false),
+        Task::Apply(a) => {
+            let (action, outcome, planning) = apply(&w, a, eval, sink);
+            (action, outcome, a.decision.is_none() && planning)
+        }
+    }
 }
 
-fn execute(
-    job: Job,
-    reg: &Registry,
+/// Delete a recorded resource (a deposed object first).
+fn delete_recorded(w: &Worker, rec: &ResourceRecord, sink: &dyn EventSink) -> Outcome {
+    sink.event(EngineEvent::Started { resource: w.job.name.clone(), action: Action::Delete });
+    w.delete_deposed(sink)?;
+    let inputs = if rec.last_applied_at.is_some() {
+        rec.inputs.clone()
+    } else {
+        rec.pending.clone().map(|p| p.inputs).unwrap_or_default()
+    };
+    w.delete(&inputs, &rec.outputs, false)
+}
+
+/// Bring one resource to its desired inputs: decide (unless planning did), realise what the
+/// inputs reference, then the provider calls of the decided action. The flag: it failed
+/// while being decided, before any change.
+fn apply(
+    w: &Worker,
+    a: &Apply,
     eval: &dyn ferry_eval::Evaluator,
     sink: &dyn EventSink,
-    tx: &Sender<Msg>,
 ) -> (Action, Outcome, bool) {
-    let w = Worker { job: &job, reg, tx };
+    let (job, reg) = (w.job, w.reg);
     let name = job.name.clone();
     let k = &job.kind;
-    if job.delete {
-        sink.event(EngineEvent::Started { resource: name.clone(), action: Action::Delete });
-        let Some(rec) = job.record.as_ref() else {
-            return (Action::Delete, Err("internal: delete without a record".into()), false);
-        };
-        if let Err(e) = w.delete_deposed(sink) {
-            return (Action::Delete, Err(e), false);
-        }
-        let inputs = if rec.last_applied_at.is_some() {
-            rec.inputs.clone()
-        } else {
-            rec.pending.clone().map(|p| p.inputs).unwrap_or_default()
-        };
-        return (Action::Delete, w.delete(&inputs, &rec.outputs, false), false);
-    }
-    let Some(inputs) = job.inputs.clone() else {
-        return (Action::Noop, Err("internal: job without inputs".into()), false);
-    };
-    let decision = match job.decision.clone() {
+    let inputs = &a.inputs;
+    let decision = match a.decision.clone() {
         Some(d) => d,
-        None => match decide(reg, k, &name, &inputs, job.record.as_ref(), job.stable, None) {
+        None => match decide(reg, k, &name, inputs, a.record.as_ref(), a.stable, None) {
             Ok(d) => d,
             Err(e) => return (Action::Noop, Err(e), true),
         },
@@ -156,30 +158,30 @@ fn execute(
     if let Err(e) = w.delete_deposed(sink) {
         return (action, Err(e), false);
     }
-    let needs_repair = job.record.as_ref().is_some_and(|r| r.status != Status::Ready);
+    let needs_repair = a.record.as_ref().is_some_and(|r| r.status != Status::Ready);
     if action == Action::Noop && !needs_repair {
         return (Action::Noop, Ok(decision.outputs), false);
     }
     sink.event(EngineEvent::Started { resource: name.clone(), action });
     // Kinds that build their inputs themselves (on a target host, say) get the context instead.
-    let context = if k.schema.builds_inputs { job.context.clone() } else { BTreeMap::new() };
-    if !job.context.is_empty()
+    let context = if k.schema.builds_inputs { a.context.clone() } else { BTreeMap::new() };
+    if !a.context.is_empty()
         && !k.schema.builds_inputs
         && matches!(action, Action::Create | Action::Update | Action::Replace)
     {
         sink.event(EngineEvent::Phase {
             resource: name.clone(),
             phase: "build".into(),
-            message: format!("realising {} store path(s)", job.context.len()),
+            message: format!("realising {} store path(s)", a.context.len()),
         });
-        if let Err(e) = eval.realise(&job.context) {
+        if let Err(e) = eval.realise(&a.context) {
             return (action, Err(format!("building inputs: {e}")), false);
         }
     }
     let prior = || decision.prior.clone().unwrap_or(Prior { inputs: Object::new(), outputs: Object::new() });
     let result = match action {
-        Action::Create => w.create(&inputs, &context, false),
-        Action::Update => w.recorded(Op::Update, &inputs, false, || {
+        Action::Create => w.create(inputs, &context, false),
+        Action::Update => w.recorded(Op::Update, inputs, false, || {
             w.call_outputs(Call::Update(UpdateParams {
                 kind: k.short(),
                 resource: name.clone(),
@@ -190,7 +192,7 @@ fn execute(
         }),
         Action::Replace if decision.create_before_destroy => {
             let old = prior();
-            w.create(&inputs, &context, true).and_then(|outputs| {
+            w.create(inputs, &context, true).and_then(|outputs| {
                 w.delete(&old.inputs, &old.outputs, true).map_err(|e| {
                     format!("the replacement was created, but removing the old one failed (the next apply retries): {e}")
                 })?;
@@ -199,15 +201,15 @@ fn execute(
         }
         Action::Replace => {
             let old = prior();
-            w.delete(&old.inputs, &old.outputs, false).and_then(|_| w.create(&inputs, &context, false))
+            w.delete(&old.inputs, &old.outputs, false).and_then(|_| w.create(inputs, &context, false))
         }
         Action::Adopt | Action::Noop => {
-            let outputs = decision.outputs.clone().or_else(|| job.record.as_ref().map(|r| r.outputs.clone()));
-            w.recorded(Op::Adopt, &inputs, false, || Ok(outputs))
+            let outputs = decision.outputs.clone().or_else(|| a.record.as_ref().map(|r| r.outputs.clone()));
+            w.recorded(Op::Adopt, inputs, false, || Ok(outputs))
         }
         Action::Delete => {
-            let outputs = job.record.as_ref().map(|r| r.outputs.clone()).unwrap_or_default();
-            w.delete(&inputs, &outputs, false)
+            let outputs = a.record.as_ref().map(|r| r.outputs.clone()).unwrap_or_default();
+            w.delete(inputs, &outputs, false)
         }
     };
     (action, result, false)
