@@ -453,9 +453,10 @@ fn bad_input_is_refused_and_changes_nothing() {
 #[test]
 fn systemd_units_pass_systemd_analyze_verify() {
     let sb = Sandbox::new(BIN);
-    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ferry-eval/nix/lib.nix");
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ferry-provider-processes/nix/processes.nix");
     let expr = format!(
-        r#"let t = import {tk} {{ }}; p = (import {lib} {{ }}).lib.processes; in (p.set {{
+        r#"let t = import {tk} {{ }}; p = import {lib} {{ }}; in (p.set {{
           pkgs = t.pkgs; manager = "systemd"; name = "web"; stateDir = "/var/lib/web";
           processes = {{
             db = p.mkProcess {{ command = [ "sleep" "1000" ]; restart = "on-failure"; }};

@@ -17,8 +17,8 @@
   # result), for `nixos.machine`'s `system` input.
   fromNixosConfiguration = configuration: configuration.config.system.build.toplevel;
 
-  lib = {
-    # The processes model and its generators (processes.set), see processes.nix.
-    processes = import ./processes.nix { };
-  };
+  # The providers' libraries, each under its name (`ferry.lib.processes`: the processes model
+  # and its generators). ferry-eval knows none of them: `libraries.nix` is written by `NixCli`
+  # from the libraries it was given (`NixSettings::libraries`).
+  lib = import ./libraries.nix;
 }

@@ -13,7 +13,7 @@ mod nix_cli;
 mod nix_error;
 mod placeholder;
 
-pub use nix_cli::{auto_eval_jobs, NixCli, NixSettings};
+pub use nix_cli::{auto_eval_jobs, NixCli, NixLibrary, NixSettings};
 pub use nix_error::NixErrorKind;
 pub use placeholder::{find_placeholders, render_placeholders, Placeholder, OPAQUE};
 

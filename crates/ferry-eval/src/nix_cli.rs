@@ -12,8 +12,6 @@ const EVAL_NIX: &str = include_str!("../nix/eval.nix");
 const LIB_NIX: &str = include_str!("../nix/lib.nix");
 const LOAD_NIX: &str = include_str!("../nix/load.nix");
 const MODULES_NIX: &str = include_str!("../nix/modules.nix");
-const PROCESSES_NIX: &str = include_str!("../nix/processes.nix");
-const PROCESSES_IMAGE_NIX: &str = include_str!("../nix/processes-image.nix");
 
 /// Options passed through to every Nix invocation.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +23,41 @@ pub struct NixSettings {
     pub eval_jobs: usize,
     /// A flake deployment's locked source ([`crate::flake::lock`]); `None`: the file.
     pub flake: Option<crate::flake::FlakeSource>,
+    /// The Nix libraries offered as `ferry.lib.NAME` (a provider's, e.g. `processes`).
+    pub libraries: Vec<NixLibrary>,
+}
+
+/// A Nix library a provider ships, offered to deployments as `ferry.lib.NAME`: its files,
+/// written side by side, and the one of them (`entry`) imported with `{ }`.
+#[derive(Debug, Clone)]
+pub struct NixLibrary {
+    pub name: String,
+    pub entry: String,
+    /// File name -> Nix source.
+    pub files: Vec<(String, String)>,
+}
+
+/// Write each library into `lib-NAME/` and `libraries.nix`, the attribute set `lib.nix` imports.
+fn write_libraries(dir: &std::path::Path, libraries: &[NixLibrary]) -> Result<(), EvalError> {
+    let plain = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let mut set = String::from("{\n");
+    for lib in libraries {
+        if !plain(&lib.name) || !plain(&lib.entry) || lib.files.iter().any(|(f, _)| !plain(f)) {
+            return Err(EvalError::Protocol(format!("invalid Nix library `{}`", lib.name)));
+        }
+        let sub = dir.join(format!("lib-{}", lib.name));
+        std::fs::create_dir(&sub)?;
+        for (file, source) in &lib.files {
+            std::fs::write(sub.join(file), source)?;
+        }
+        set.push_str(&format!("  {} = import ./lib-{}/{} {{ }};\n", lib.name, lib.name, lib.entry));
+    }
+    set.push_str("}\n");
+    std::fs::write(dir.join("libraries.nix"), set)?;
+    Ok(())
 }
 
 /// Most resources one worker process evaluates: a worker's memory is bounded by its chunk (a
@@ -90,8 +123,7 @@ impl NixCli {
         std::fs::write(dir.path().join("lib.nix"), LIB_NIX)?;
         std::fs::write(dir.path().join("load.nix"), LOAD_NIX)?;
         std::fs::write(dir.path().join("modules.nix"), MODULES_NIX)?;
-        std::fs::write(dir.path().join("processes.nix"), PROCESSES_NIX)?;
-        std::fs::write(dir.path().join("processes-image.nix"), PROCESSES_IMAGE_NIX)?;
+        write_libraries(dir.path(), &settings.libraries)?;
         Ok(NixCli {
             dir,
             settings,

@@ -41,8 +41,19 @@ const CHAIN: &str = r#"{ resources, ... }: {
 }"#;
 const MORE: &str = r#"{ resources, ... }: { resources.d = { type = "local.file"; inputs = { path = "/tmp/d"; content = resources.c.sha256; }; }; }"#;
 
+/// With the `processes` library (the processes provider's; ferry-eval knows no provider), as
+/// the CLI configures it.
 fn nix() -> NixCli {
-    NixCli::new(NixSettings::default()).unwrap()
+    let files = [
+        ("processes.nix", include_str!("../../ferry-provider-processes/nix/processes.nix")),
+        ("processes-image.nix", include_str!("../../ferry-provider-processes/nix/processes-image.nix")),
+    ];
+    let processes = ferry_eval::NixLibrary {
+        name: "processes".into(),
+        entry: "processes.nix".into(),
+        files: files.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect(),
+    };
+    NixCli::new(NixSettings { libraries: vec![processes], ..Default::default() }).unwrap()
 }
 
 #[test]

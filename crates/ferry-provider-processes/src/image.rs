@@ -1,5 +1,5 @@
 //! `processes.image`: a docker-archive tar (built by `ferry.lib.processes.image`, see
-//! `crates/ferry-eval/nix/processes-image.nix`) loaded into podman's image store and tagged
+//! `nix/processes-image.nix`) loaded into podman's image store and tagged
 //! `ref`. ferry realises the archive before create/update (the kind does not build inputs
 //! itself).
 //!

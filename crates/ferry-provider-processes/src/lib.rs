@@ -1,7 +1,7 @@
 //! ferry's built-in `processes` and `ids` providers.
 //!
 //! * `processes.set` — a set of long-running processes (made with `ferry.lib.processes.set`,
-//!   see `crates/ferry-eval/nix/processes.nix`) deployed under supervisord, s6, sysvinit
+//!   see `nix/processes.nix` here) deployed under supervisord, s6, sysvinit
 //!   scripts or systemd on the local host: a switch that touches only the processes whose
 //!   config store path changed, a profile with generations, rollback, live status as drift.
 //!   `set.rs` (switch, read, delete, actions), `manager.rs` (each manager through its own
@@ -25,6 +25,13 @@ mod supervisor;
 mod users;
 
 use std::sync::OnceLock;
+
+/// The processes model and its generators, offered to deployments as `ferry.lib.processes`
+/// (file name, Nix source; `processes.nix` is the entry, imported with `{ }`).
+pub const NIX_LIBRARY: [(&str, &str); 2] = [
+    ("processes.nix", include_str!("../nix/processes.nix")),
+    ("processes-image.nix", include_str!("../nix/processes-image.nix")),
+];
 
 use ferry_protocol::sdk::{CallContext, Provider, ProviderInfo};
 use ferry_protocol::*;

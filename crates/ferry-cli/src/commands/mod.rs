@@ -137,11 +137,13 @@ impl Context {
             show_trace: o.show_trace,
             eval_jobs: o.eval_jobs,
             flake,
+            libraries: nix_libraries(),
         })?;
         Ok(Engine::new(cfg, Arc::new(eval), progress.clone()))
     }
 
-    /// The built-in providers: this executable run as `ferry __provider NAME`.
+    /// The built-in providers: this executable run as `ferry __provider NAME`. (Their Nix
+    /// libraries: [`nix_libraries`].)
     pub fn builtin_providers(&self) -> anyhow::Result<Vec<(String, ProviderCommand)>> {
         let exe =
             std::env::current_exe().context("cannot find the ferry executable to run built-in providers")?;
@@ -270,6 +272,18 @@ pub fn require_state(path: &Path) -> anyhow::Result<()> {
     } else {
         anyhow::bail!("no state at {}: nothing has been applied yet", path.display())
     }
+}
+
+/// The Nix libraries of the built-in providers, offered to deployments as `ferry.lib.NAME`.
+pub fn nix_libraries() -> Vec<ferry_eval::NixLibrary> {
+    vec![ferry_eval::NixLibrary {
+        name: "processes".into(),
+        entry: "processes.nix".into(),
+        files: ferry_provider_processes::NIX_LIBRARY
+            .iter()
+            .map(|(f, s)| (f.to_string(), s.to_string()))
+            .collect(),
+    }]
 }
 
 #[cfg(test)]
