@@ -55,7 +55,7 @@ impl<'a, 'e> Executor<'a, 'e> {
             tx,
             rx,
             report: RunReport::default(),
-            failed: work.failed.into_iter().collect(),
+            failed: work.failed.into_iter().map(|(n, e)| (n, e.to_string())).collect(),
             queue: work.ready.into(),
             deletes: work.deletes,
             waiting: work.waiting,
@@ -234,18 +234,20 @@ impl<'a, 'e> Executor<'a, 'e> {
         }
     }
 
-    fn record_intent(&self, intent: &Intent) -> Result<i64, String> {
+    fn record_intent(&self, intent: &Intent) -> Result<i64, ResourceError> {
         match &self.state {
-            Some(st) => st.record_intent(self.run, intent).map_err(|e| format!("recording intent: {e}")),
-            None => Err("no state".into()),
+            Some(st) => st
+                .record_intent(self.run, intent)
+                .map_err(|e| ResourceError::State(format!("recording intent: {e}"))),
+            None => Err(ResourceError::Internal("no state".into())),
         }
     }
 
-    fn record_outcome(&self, id: i64, result: &Result<Option<Object>, String>) {
+    fn record_outcome(&self, id: i64, result: &Result<Option<Object>, ResourceError>) {
         let Some(st) = &self.state else { return };
         let r = match result {
             Ok(outputs) => st.record_success(self.run, id, &Success { outputs: outputs.clone() }),
-            Err(e) => st.record_failure(self.run, id, &self.s.redactor.text(e)),
+            Err(e) => st.record_failure(self.run, id, &self.s.redactor.text(&e.to_string())),
         };
         if let Err(e) = r {
             self.s.engine.sink.event(EngineEvent::Warning { message: format!("recording result: {e}") });
@@ -267,8 +269,8 @@ impl<'a, 'e> Executor<'a, 'e> {
         }
     }
 
-    fn fail(&mut self, name: String, error: &str, unplanned: bool) {
-        let e = self.s.redactor.text(error);
+    fn fail(&mut self, name: String, error: &ResourceError, unplanned: bool) {
+        let e = self.s.redactor.text(&error.to_string());
         self.s.engine.sink.event(EngineEvent::Failed { resource: name.clone(), error: e.clone() });
         self.failed.insert(name, e);
         if unplanned {
@@ -310,7 +312,7 @@ impl<'a, 'e> Executor<'a, 'e> {
             match self.s.kinds.get(&name).cloned() {
                 Some(Ok(kind)) => self.queue.push_back(job_for(self.s, &name, kind, inputs, &r, None)),
                 Some(Err(e)) => {
-                    self.failed.insert(name, e);
+                    self.failed.insert(name, e.to_string());
                     self.stop_after_plan_error();
                 }
                 None => {}

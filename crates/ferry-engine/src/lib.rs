@@ -95,6 +95,49 @@ pub enum EngineError {
     Refused(String),
 }
 
+/// Why one resource could not be planned or changed. Its text is the message shown (redacted
+/// before it leaves the engine); the variant says what failed, for whoever needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    /// The inputs break the kind's JSON Schema.
+    #[error("{0}")]
+    InvalidInputs(String),
+    /// The kind cannot be resolved: no provider serves it, or its schema is unusable.
+    #[error("{0}")]
+    Kind(String),
+    /// A provider call failed: its structured error, or the provider broke (crash, garbage,
+    /// timeout, a malformed result).
+    #[error("{0}")]
+    Provider(String),
+    /// Realising the store paths the inputs reference failed.
+    #[error("building inputs: {0}")]
+    Build(String),
+    /// A guard refused the change (`protect = true`).
+    #[error("{0}")]
+    Refused(String),
+    /// Recording the operation in state failed, so it was not started.
+    #[error("{0}")]
+    State(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ResourceError {
+    /// The same error with its message passed through `f` (redaction, context).
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> ResourceError {
+        use ResourceError::*;
+        match self {
+            InvalidInputs(m) => InvalidInputs(f(m)),
+            Kind(m) => Kind(f(m)),
+            Provider(m) => Provider(f(m)),
+            Build(m) => Build(f(m)),
+            Refused(m) => Refused(f(m)),
+            State(m) => State(f(m)),
+            Internal(m) => Internal(f(m)),
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

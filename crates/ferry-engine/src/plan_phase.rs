@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 /// The outcome of planning: decisions for ready resources, the rest waiting.
 pub(crate) struct Planned {
-    pub decided: BTreeMap<String, Result<Decision, String>>,
+    pub decided: BTreeMap<String, Result<Decision, ResourceError>>,
     pub waiting: BTreeSet<String>,
     pub orphans: Vec<String>,
     /// Waiting resources whose preview the provider plans as a replacement.
@@ -40,9 +40,9 @@ pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
     guards::check_identity(s)?;
     let selected = s.selected();
     let in_scope = |n: &String| selected.as_ref().is_none_or(|sel| sel.contains(n));
-    let mut decided: BTreeMap<String, Result<Decision, String>> = BTreeMap::new();
+    let mut decided: BTreeMap<String, Result<Decision, ResourceError>> = BTreeMap::new();
     loop {
-        let todo: Vec<(String, Result<Kind, String>, ferry_protocol::Object, bool)> = s
+        let todo: Vec<(String, Result<Kind, ResourceError>, ferry_protocol::Object, bool)> = s
             .decls
             .keys()
             .filter(|n| in_scope(n) && !decided.contains_key(*n))
@@ -51,7 +51,7 @@ pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
                 let inputs = e.inputs.clone()?;
                 Some((
                     n.clone(),
-                    s.kinds.get(n).cloned().unwrap_or_else(|| Err("no kind".into())),
+                    s.kinds.get(n).cloned().unwrap_or_else(|| Err(ResourceError::Internal("no kind".into()))),
                     inputs,
                     e.stable,
                 ))
@@ -130,9 +130,9 @@ fn preview_replaces(s: &Session, name: &str) -> bool {
 
 fn decide_all(
     s: &Session,
-    todo: Vec<(String, Result<Kind, String>, ferry_protocol::Object, bool)>,
-    prefetched: BTreeMap<String, Result<ferry_protocol::ReadResult, String>>,
-) -> Vec<(String, Result<Decision, String>)> {
+    todo: Vec<(String, Result<Kind, ResourceError>, ferry_protocol::Object, bool)>,
+    prefetched: BTreeMap<String, Result<ferry_protocol::ReadResult, ResourceError>>,
+) -> Vec<(String, Result<Decision, ResourceError>)> {
     let jobs = s.engine.cfg.jobs.max(1).min(todo.len().max(1));
     let (registry, records, redactor) = (&*s.registry, &s.records, &s.redactor);
     let queue = std::sync::Mutex::new(todo.into_iter());
@@ -146,7 +146,9 @@ fn decide_all(
                 let d = kind.and_then(|k| {
                     planner::decide(registry, &k, &name, &inputs, records.get(&name), stable, pre)
                 });
-                out.lock().unwrap_or_else(|e| e.into_inner()).push((name, d.map_err(|e| redactor.text(&e))));
+                out.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((name, d.map_err(|e| e.map_message(|m| redactor.text(&m)))));
             });
         }
     });
@@ -241,7 +243,7 @@ impl Planned {
                     e.reason = dec.reason.clone();
                     e.create_before_destroy = dec.create_before_destroy;
                 }
-                Err(err) => e.error = Some(err.clone()),
+                Err(err) => e.error = Some(err.to_string()),
             }
             if e.error.is_none() {
                 plan.summary.add(e.action);
@@ -288,7 +290,7 @@ impl Planned {
                 reason: Some("inputs depend on outputs not known yet".into()),
                 depends_on: s.deps.get(name).map(|d| d.iter().cloned().collect()).unwrap_or_default(),
                 tags: decl.tags.clone(),
-                error: s.kinds.get(name).and_then(|k| k.as_ref().err().cloned()),
+                error: s.kinds.get(name).and_then(|k| k.as_ref().err().map(ToString::to_string)),
                 create_before_destroy: false,
             });
         }
@@ -326,7 +328,7 @@ impl Planned {
             let rec = &s.records[name];
             match s.kind_of_record(rec) {
                 Ok(kind) => deletes.push(delete_job(s, rec, kind, &deleting)),
-                Err(e) => failed.push((name.clone(), format!("resource `{name}`: {e}"))),
+                Err(e) => failed.push((name.clone(), e.map_message(|m| format!("resource `{name}`: {m}")))),
             }
         }
         scheduler::Work { ready, deletes, waiting: self.waiting, failed }

@@ -5,6 +5,7 @@
 use crate::plan::Action;
 use crate::provider_client::{CallError, ProviderCommand};
 use crate::registry::Registry;
+use crate::ResourceError;
 use ferry_protocol::{
     Call, Change, KindSchema, Object, Operation, PlanParams, PlanResult, Prior, ReadParams, ReadResult,
 };
@@ -29,7 +30,7 @@ impl Kind {
     }
 
     /// Check inputs against the kind's declared JSON Schema.
-    pub fn validate(&self, resource: &str, inputs: &Object) -> Result<(), String> {
+    pub fn validate(&self, resource: &str, inputs: &Object) -> Result<(), ResourceError> {
         let v = serde_json::Value::Object(inputs.clone());
         let result = self.validator.validate(&v);
         if let Err(errors) = result {
@@ -54,11 +55,11 @@ impl Kind {
                     }
                 })
                 .collect();
-            return Err(format!(
+            return Err(ResourceError::InvalidInputs(format!(
                 "resource `{resource}` ({}): inputs do not match the kind's schema: {}",
                 self.kind,
                 msgs.join("; ")
-            ));
+            )));
         }
         Ok(())
     }
@@ -98,20 +99,21 @@ pub struct Decision {
     pub create_before_destroy: bool,
 }
 
-fn call<T: serde::de::DeserializeOwned>(reg: &Registry, k: &Kind, c: Call) -> Result<T, String> {
+fn call<T: serde::de::DeserializeOwned>(reg: &Registry, k: &Kind, c: Call) -> Result<T, ResourceError> {
     let v = reg.call(&k.command, c, k.timeout).map_err(|e| describe(&e, k))?;
-    serde_json::from_value(v)
-        .map_err(|e| format!("provider {} sent a malformed result: {e}", k.command.label))
+    serde_json::from_value(v).map_err(|e| {
+        ResourceError::Provider(format!("provider {} sent a malformed result: {e}", k.command.label))
+    })
 }
 
-pub fn describe(e: &CallError, k: &Kind) -> String {
-    match e {
+pub fn describe(e: &CallError, k: &Kind) -> ResourceError {
+    ResourceError::Provider(match e {
         CallError::Provider(p) => {
             let code = p.code.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default();
             format!("{}{code}", p.message)
         }
         CallError::Broken(m) => format!("{m} (kind {})", k.kind),
-    }
+    })
 }
 
 fn read(
@@ -120,7 +122,7 @@ fn read(
     name: &str,
     inputs: &Object,
     outputs: Option<&Object>,
-) -> Result<ReadResult, String> {
+) -> Result<ReadResult, ResourceError> {
     call(
         reg,
         k,
@@ -139,7 +141,7 @@ pub(crate) fn provider_plan(
     name: &str,
     inputs: &Object,
     prior: Option<Prior>,
-) -> Result<PlanResult, String> {
+) -> Result<PlanResult, ResourceError> {
     if !k.schema.supports(Operation::Plan) {
         // The provider does not plan: compare inputs, update if it can, else replace.
         let info = ferry_protocol::sdk::ProviderInfo {
@@ -187,8 +189,8 @@ pub fn decide(
     desired: &Object,
     record: Option<&ResourceRecord>,
     stable: bool,
-    prefetched: Option<&Result<ReadResult, String>>,
-) -> Result<Decision, String> {
+    prefetched: Option<&Result<ReadResult, ResourceError>>,
+) -> Result<Decision, ResourceError> {
     k.validate(name, desired)?;
     let can_read = k.schema.supports(Operation::Read);
     let Some(rec) = record else {
@@ -307,7 +309,7 @@ pub fn prefetch_reads(
     reg: Arc<Registry>,
     records: Vec<ResourceRecord>,
     timeout: Duration,
-) -> std::thread::JoinHandle<std::collections::BTreeMap<String, Result<ReadResult, String>>> {
+) -> std::thread::JoinHandle<std::collections::BTreeMap<String, Result<ReadResult, ResourceError>>> {
     std::thread::spawn(move || {
         let mut batches: std::collections::BTreeMap<ProviderCommand, Vec<(String, String, Call)>> =
             std::collections::BTreeMap::new();
@@ -332,12 +334,16 @@ pub fn prefetch_reads(
             for ((name, kind), r) in names.into_iter().zip(reg.call_many(&command, calls, timeout)) {
                 let r = r
                     .map_err(|e| match e {
-                        CallError::Provider(p) => p.message,
-                        CallError::Broken(m) => format!("{m} (kind {kind})"),
+                        CallError::Provider(p) => ResourceError::Provider(p.message),
+                        CallError::Broken(m) => ResourceError::Provider(format!("{m} (kind {kind})")),
                     })
                     .and_then(|v| {
-                        serde_json::from_value::<ReadResult>(v)
-                            .map_err(|e| format!("provider {} sent a malformed result: {e}", command.label))
+                        serde_json::from_value::<ReadResult>(v).map_err(|e| {
+                            ResourceError::Provider(format!(
+                                "provider {} sent a malformed result: {e}",
+                                command.label
+                            ))
+                        })
                     });
                 out.insert(name, r);
             }

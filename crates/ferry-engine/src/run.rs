@@ -148,7 +148,7 @@ impl Engine {
             plan.entries.push(delete_entry(&s, &rec));
             match s.kind_of_record(&rec) {
                 Ok(kind) => deletes.push(delete_job(&s, &rec, kind, &chosen)),
-                Err(e) => failed.push((name.clone(), format!("resource `{name}`: {e}"))),
+                Err(e) => failed.push((name.clone(), e.map_message(|m| format!("resource `{name}`: {m}")))),
             }
         }
         if plan.entries.is_empty() {
@@ -188,7 +188,7 @@ impl Engine {
                 Ok(k) => k,
                 Err(e) => {
                     entry.status = "error".into();
-                    entry.error = Some(e);
+                    entry.error = Some(e.to_string());
                     report.resources.push(entry);
                     continue;
                 }
@@ -231,7 +231,7 @@ impl Engine {
                 },
                 Err(e) => {
                     entry.status = "error".into();
-                    entry.error = Some(planner::describe(&e, &kind));
+                    entry.error = Some(planner::describe(&e, &kind).to_string());
                 }
             }
             entry.drift = entry.drift.iter().map(|d| s.redactor.text(d)).collect();

@@ -66,14 +66,14 @@ pub(crate) fn needs_repair(r: &ResourceRecord) -> bool {
 }
 
 pub(crate) enum Msg {
-    Intent(Intent, Sender<Result<i64, String>>),
-    Outcome(i64, Result<Option<Object>, String>),
+    Intent(Intent, Sender<Result<i64, ResourceError>>),
+    Outcome(i64, Result<Option<Object>, ResourceError>),
     /// `unplanned`: it failed before any change, while being planned (a later round's plan
     /// error, which stops new work).
     Finished {
         name: String,
         action: Action,
-        result: Result<Option<Object>, String>,
+        result: Result<Option<Object>, ResourceError>,
         seconds: f64,
         unplanned: bool,
     },
@@ -89,7 +89,7 @@ pub(crate) struct Work {
     /// Declared resources still waiting for outputs.
     pub waiting: BTreeSet<String>,
     /// Resources that already failed during planning (name -> error).
-    pub failed: Vec<(String, String)>,
+    pub failed: Vec<(String, ResourceError)>,
 }
 
 /// Run the work: see [`crate::executor::Executor`].

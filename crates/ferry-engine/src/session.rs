@@ -20,7 +20,7 @@ pub(crate) struct Session<'e> {
     pub records: BTreeMap<String, ResourceRecord>,
     pub decls: BTreeMap<String, Declaration>,
     /// Resolved kind per declared resource, or why it could not be resolved.
-    pub kinds: BTreeMap<String, Result<Kind, String>>,
+    pub kinds: BTreeMap<String, Result<Kind, ResourceError>>,
     /// Output names per kind string, for placeholders.
     pub schemas: BTreeMap<String, KindOutputs>,
     pub evals: BTreeMap<String, ResourceEval>,
@@ -351,7 +351,7 @@ impl<'e> Session<'e> {
                         .unwrap_or(self.engine.cfg.call_timeout);
                     Kind { kind: d.kind.clone(), schema, command, timeout, validator }
                 })
-                .map_err(|e| format!("resource `{name}` ({}): {}", d.file, e));
+                .map_err(|e| ResourceError::Kind(format!("resource `{name}` ({}): {}", d.file, e)));
             if let Ok(k) = &r {
                 if !self.schemas.contains_key(&d.kind) {
                     self.schemas.insert(d.kind.clone(), outputs_of(&k.schema));
@@ -363,15 +363,16 @@ impl<'e> Session<'e> {
     }
 
     /// Resolve the kind of a recorded resource (for deletes of orphans, destroy, refresh).
-    pub fn kind_of_record(&self, rec: &ResourceRecord) -> Result<Kind, String> {
+    pub fn kind_of_record(&self, rec: &ResourceRecord) -> Result<Kind, ResourceError> {
         if let Some(Ok(k)) = self.kinds.get(&rec.name) {
             if k.kind == rec.kind {
                 return Ok(k.clone());
             }
         }
-        let command = self.registry.command_from_record(&rec.kind, &rec.provider)?;
-        let schema = Arc::new(self.registry.schema(&rec.kind, &command)?);
-        let validator = compile_schema(&rec.kind, &schema)?;
+        let command =
+            self.registry.command_from_record(&rec.kind, &rec.provider).map_err(ResourceError::Kind)?;
+        let schema = Arc::new(self.registry.schema(&rec.kind, &command).map_err(ResourceError::Kind)?);
+        let validator = compile_schema(&rec.kind, &schema).map_err(ResourceError::Kind)?;
         Ok(Kind { kind: rec.kind.clone(), schema, command, timeout: self.engine.cfg.call_timeout, validator })
     }
 

@@ -29,7 +29,7 @@ impl Engine {
                 "no resource `{name}` in state (see `ferry state list`; apply the deployment first)"
             ))
         })?;
-        let kind = s.kind_of_record(rec).map_err(EngineError::Provider)?;
+        let kind = s.kind_of_record(rec).map_err(|e| EngineError::Provider(e.to_string()))?;
         if !kind.schema.actions.iter().any(|a| a.name == action) {
             let known: Vec<&str> = kind.schema.actions.iter().map(|a| a.name.as_str()).collect();
             return Err(EngineError::Deployment(format!(
@@ -57,7 +57,7 @@ impl Engine {
                     kind.command.label
                 ))
             }),
-            Err(e) => Err(EngineError::Provider(s.redactor.text(&planner::describe(&e, &kind)))),
+            Err(e) => Err(EngineError::Provider(s.redactor.text(&planner::describe(&e, &kind).to_string()))),
         };
         if let (Ok(r), Some(st)) = (&outcome, s.state()) {
             if let Some(outs) = &r.outputs {

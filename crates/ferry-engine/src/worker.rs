@@ -11,12 +11,13 @@ use crate::plan::Action;
 use crate::planner::{decide, describe};
 use crate::registry::Registry;
 use crate::scheduler::{Apply, Job, Msg, Task};
+use crate::ResourceError;
 use ferry_protocol::{Call, CreateParams, DeleteParams, Object, OutputsResult, Prior, UpdateParams};
 use ferry_state::{Intent, Op, ResourceRecord, Status};
 use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Sender};
 
-type Outcome = Result<Option<Object>, String>;
+type Outcome = Result<Option<Object>, ResourceError>;
 
 struct Worker<'a> {
     job: &'a Job,
@@ -41,8 +42,8 @@ impl Worker<'_> {
             protect: job.protect,
             deposed,
         };
-        self.tx.send(Msg::Intent(intent, rtx)).map_err(|_| "scheduler stopped".to_string())?;
-        let id = rrx.recv().map_err(|_| "scheduler stopped".to_string())??;
+        self.tx.send(Msg::Intent(intent, rtx)).map_err(|_| stopped())?;
+        let id = rrx.recv().map_err(|_| stopped())??;
         let r = call();
         let _ = self.tx.send(Msg::Outcome(id, r.clone()));
         r
@@ -51,8 +52,9 @@ impl Worker<'_> {
     fn call_outputs(&self, c: Call) -> Outcome {
         let k = &self.job.kind;
         let v = self.reg.call(&k.command, c, k.timeout).map_err(|e| describe(&e, k))?;
-        let r: OutputsResult = serde_json::from_value(v)
-            .map_err(|e| format!("provider {} sent a malformed result: {e}", k.command.label))?;
+        let r: OutputsResult = serde_json::from_value(v).map_err(|e| {
+            ResourceError::Provider(format!("provider {} sent a malformed result: {e}", k.command.label))
+        })?;
         Ok(Some(r.outputs))
     }
 
@@ -87,7 +89,7 @@ impl Worker<'_> {
     }
 
     /// Delete the object an interrupted create-before-destroy replacement left behind.
-    fn delete_deposed(&self, sink: &dyn EventSink) -> Result<(), String> {
+    fn delete_deposed(&self, sink: &dyn EventSink) -> Result<(), ResourceError> {
         let Some(d) = self.job.record().and_then(|r| r.deposed.as_ref()) else { return Ok(()) };
         sink.event(EngineEvent::Phase {
             resource: self.job.name.clone(),
@@ -96,7 +98,7 @@ impl Worker<'_> {
         });
         self.delete(&d.inputs, &d.outputs, true)
             .map(|_| ())
-            .map_err(|e| format!("removing the old object a replacement superseded: {e}"))
+            .map_err(|e| e.map_message(|m| format!("removing the old object a replacement superseded: {m}")))
     }
 }
 
@@ -153,7 +155,7 @@ fn apply(
     };
     let action = decision.action;
     if action == Action::Replace && job.protect {
-        return (action, Err(crate::guards::protected_replace(&name)), true);
+        return (action, Err(ResourceError::Refused(crate::guards::protected_replace(&name))), true);
     }
     if let Err(e) = w.delete_deposed(sink) {
         return (action, Err(e), false);
@@ -175,7 +177,7 @@ fn apply(
             message: format!("realising {} store path(s)", a.context.len()),
         });
         if let Err(e) = eval.realise(&a.context) {
-            return (action, Err(format!("building inputs: {e}")), false);
+            return (action, Err(ResourceError::Build(e.to_string())), false);
         }
     }
     let prior = || decision.prior.clone().unwrap_or(Prior { inputs: Object::new(), outputs: Object::new() });
@@ -194,7 +196,9 @@ fn apply(
             let old = prior();
             w.create(inputs, &context, true).and_then(|outputs| {
                 w.delete(&old.inputs, &old.outputs, true).map_err(|e| {
-                    format!("the replacement was created, but removing the old one failed (the next apply retries): {e}")
+                    e.map_message(|m| {
+                        format!("the replacement was created, but removing the old one failed (the next apply retries): {m}")
+                    })
                 })?;
                 Ok(outputs)
             })
@@ -213,4 +217,9 @@ fn apply(
         }
     };
     (action, result, false)
+}
+
+/// The scheduler thread is gone (the run is ending): nothing more can be recorded.
+fn stopped() -> ResourceError {
+    ResourceError::Internal("scheduler stopped".into())
 }
