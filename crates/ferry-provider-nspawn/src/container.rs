@@ -276,10 +276,9 @@ pub(crate) fn place(
     let out = h.run("setting the profile", "set-profile", &[&c.name, &c.system], None, 120)?;
     let link = kv(&out, "link");
     activate(h, c, pr, &digest, cx)?;
-    if pr.incomplete || pr.owner.is_empty() {
-        h.run("completing the create", "remove-files", &[&format!("{sd}/incomplete")], None, 30)?;
-    }
-    let after = probe(h, &c.name)?;
+    // The deploy completed: a create's `incomplete` mark goes (in the same call as the probe).
+    let out = h.run("probing the container", "probe", &[&c.name, "complete"], None, 60)?;
+    let after = Probe::parse(&out);
     Ok(outputs(c, h, &after, &link, &a4, &a6, &nspawn_sha256(&files)))
 }
 

@@ -179,8 +179,10 @@ mode=${1:-}; shift || true
 case "$mode" in
 
 probe)
-  # probe NAME: key=value lines.
+  # probe NAME [complete]: key=value lines. With `complete` (the end of a deploy that
+  # completed), the container's `incomplete` mark is cleared first.
   name=$1 s=$(state_dir "$1")
+  if [ "${2:-}" = complete ]; then need_name "$name"; rm -f "$s/incomplete"; fi
   echo "runtime=$(runtime)"
   [ -f "/etc/systemd/nspawn/$name.nspawn" ] && echo "exists=1"
   echo "owner=$(cat "$s/owner" 2>/dev/null)"

@@ -153,10 +153,16 @@ fn a_taken_static_address_is_told_by_the_claims_exit_status() {
         json!({"network": {"v4": {"static": {"address": "10.233.1.7", "hostAddress": "10.233.1.1"}}}}),
     );
     let e = deploy(&fake, &c, &fresh_probe()).unwrap_err();
-    assert_eq!(
-        e.message,
-        "the address 10.233.1.7 is already used by container `other` on 10.0.0.5: pick another address"
+    assert!(
+        e.message.starts_with(
+            "the address 10.233.1.7 is already used by container `other` on 10.0.0.5: pick another address"
+        ),
+        "{}",
+        e.message
     );
+    // … and how to free it (issue 13, fault 2).
+    assert!(e.message.contains("`ferry container list --host 10.0.0.5` shows it"), "{}", e.message);
+    assert!(e.message.contains("`ferry container destroy other --purge`"), "{}", e.message);
     assert_eq!(e.code.as_deref(), Some("invalidInput"));
     assert!(writes_of(&fake, "/").is_empty(), "nothing written after a refused claim");
     // Another exit status of `claim` is a failure of its own, not a taken address.
