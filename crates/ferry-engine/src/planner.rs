@@ -197,48 +197,8 @@ pub fn decide(
         let p = provider_plan(reg, k, name, desired, None)?;
         return Ok(Decision { action: Action::Create, ..from_plan(p, vec![], None) });
     };
-    let ever_applied = rec.last_applied_at.is_some();
-    let pending_create = matches!(&rec.pending, Some(p) if p.op == Op::Create) && !ever_applied;
-    if pending_create || !ever_applied {
-        // A create was started and never confirmed: look for it before creating again.
-        let pend_inputs = rec.pending.as_ref().map(|p| p.inputs.clone()).unwrap_or_default();
-        if can_read {
-            let r = read(reg, k, name, &pend_inputs, None)?;
-            if r.exists {
-                let found = r.outputs.unwrap_or_default();
-                let prior = Prior { inputs: pend_inputs.clone(), outputs: found.clone() };
-                let p = provider_plan(reg, k, name, desired, Some(prior.clone()))?;
-                let mut d = from_plan(p, r.drift, Some(prior));
-                if d.action == Action::Noop && !d.drift.is_empty() {
-                    // What the create left is incomplete, and drift is never accepted: the
-                    // provider's update finishes it, with what it left as the prior.
-                    d.action =
-                        if k.schema.supports(Operation::Update) { Action::Update } else { Action::Replace };
-                    d.reason = Some(format!("found what an unfinished create left; {} it", d.action.verb()));
-                    return Ok(d);
-                }
-                d.reason = Some(format!(
-                    "found the resource an interrupted run created; adopting it{}",
-                    if d.action == Action::Noop {
-                        String::new()
-                    } else {
-                        format!(", then {}", d.action.verb())
-                    }
-                ));
-                if d.action == Action::Noop {
-                    d.action = Action::Adopt;
-                }
-                d.outputs = Some(found);
-                return Ok(d);
-            }
-        }
-        let p = provider_plan(reg, k, name, desired, None)?;
-        let reason = if pending_create && !can_read {
-            Some("an interrupted create may have happened; this kind cannot read, so it is created again (at-least-once)".into())
-        } else {
-            None
-        };
-        return Ok(Decision { action: Action::Create, reason, ..from_plan(p, vec![], None) });
+    if rec.last_applied_at.is_none() {
+        return decide_unconfirmed(reg, k, name, desired, rec);
     }
     let mut prior = Prior { inputs: rec.inputs.clone(), outputs: rec.outputs.clone() };
     let mut drift = vec![];
@@ -300,6 +260,54 @@ pub fn decide(
         d.reason = Some("the last operation did not complete; its inputs are now in place".into());
     }
     Ok(d)
+}
+
+/// A resource never confirmed as created (its create was interrupted, or failed): look for
+/// what it left before creating again — adopted when complete, updated or replaced (with what
+/// was found as the prior) when the read reports drift.
+fn decide_unconfirmed(
+    reg: &Registry,
+    k: &Kind,
+    name: &str,
+    desired: &Object,
+    rec: &ResourceRecord,
+) -> Result<Decision, ResourceError> {
+    let can_read = k.schema.supports(Operation::Read);
+    let pending_create = matches!(&rec.pending, Some(p) if p.op == Op::Create);
+    let pend_inputs = rec.pending.as_ref().map(|p| p.inputs.clone()).unwrap_or_default();
+    if can_read {
+        let r = read(reg, k, name, &pend_inputs, None)?;
+        if r.exists {
+            let found = r.outputs.unwrap_or_default();
+            let prior = Prior { inputs: pend_inputs.clone(), outputs: found.clone() };
+            let p = provider_plan(reg, k, name, desired, Some(prior.clone()))?;
+            let mut d = from_plan(p, r.drift, Some(prior));
+            if d.action == Action::Noop && !d.drift.is_empty() {
+                // What the create left is incomplete, and drift is never accepted: the
+                // provider's update finishes it, with what it left as the prior.
+                d.action =
+                    if k.schema.supports(Operation::Update) { Action::Update } else { Action::Replace };
+                d.reason = Some(format!("found what an unfinished create left; {} it", d.action.verb()));
+                return Ok(d);
+            }
+            d.reason = Some(format!(
+                "found the resource an interrupted run created; adopting it{}",
+                if d.action == Action::Noop { String::new() } else { format!(", then {}", d.action.verb()) }
+            ));
+            if d.action == Action::Noop {
+                d.action = Action::Adopt;
+            }
+            d.outputs = Some(found);
+            return Ok(d);
+        }
+    }
+    let p = provider_plan(reg, k, name, desired, None)?;
+    let reason = if pending_create && !can_read {
+        Some("an interrupted create may have happened; this kind cannot read, so it is created again (at-least-once)".into())
+    } else {
+        None
+    };
+    Ok(Decision { action: Action::Create, reason, ..from_plan(p, vec![], None) })
 }
 
 /// Read every resource recorded as applied, pipelined per provider, on a thread of its own:
