@@ -62,8 +62,8 @@ pub(crate) fn plan_phase(s: &mut Session) -> Result<Planned, EngineError> {
         for (name, d) in results {
             let stable = s.evals.get(&name).is_some_and(|e| e.stable);
             match &d {
-                Ok(dec) if dec.action == Action::Noop => {
-                    let outs = dec.outputs.clone().unwrap_or_default();
+                Ok(dec) if dec.action() == Action::Noop => {
+                    let outs = dec.outputs().cloned().unwrap_or_default();
                     if let Some(Ok(k)) = s.kinds.get(&name) {
                         s.redactor.learn(&outs, &k.schema.sensitive_outputs);
                     }
@@ -218,7 +218,7 @@ impl Planned {
             };
             match d {
                 Ok(dec) => {
-                    e.action = dec.action;
+                    e.action = dec.action();
                     e.changes = dec
                         .changes
                         .iter()
@@ -241,7 +241,7 @@ impl Planned {
                         .collect();
                     e.drift = dec.drift.iter().map(|x| s.redactor.text(x)).collect();
                     e.reason = dec.reason.clone();
-                    e.create_before_destroy = dec.create_before_destroy;
+                    e.create_before_destroy = dec.create_before_destroy();
                 }
                 Err(err) => e.error = Some(err.to_string()),
             }
@@ -309,7 +309,7 @@ impl Planned {
             match d {
                 Ok(dec) => {
                     let settled_noop =
-                        dec.action == Action::Noop && !s.records.get(&name).is_some_and(needs_repair);
+                        dec.action() == Action::Noop && !s.records.get(&name).is_some_and(needs_repair);
                     if settled_noop {
                         continue;
                     }

@@ -83,20 +83,79 @@ pub fn compile_schema(kind: &str, schema: &KindSchema) -> Result<Arc<jsonschema:
     Ok(compiled)
 }
 
+/// What to do with one resource, and why.
 #[derive(Debug, Clone)]
 pub struct Decision {
-    pub action: Action,
+    pub step: Step,
     pub changes: Vec<Change>,
     pub drift: Vec<String>,
     pub reason: Option<String>,
-    /// For noop: the outputs to settle with (read, or recorded). For adopt: what was found.
-    pub outputs: Option<Object>,
-    /// For update/replace: what the provider gets as `prior`.
-    pub prior: Option<Prior>,
     /// Read returned outputs different from the recorded ones.
     pub outputs_changed: bool,
-    /// For replace: the provider allows creating the new one before deleting the old one.
-    pub create_before_destroy: bool,
+}
+
+/// The provider calls a decision leads to; `prior` is what the provider gets as `prior` (for
+/// noop and adopt: the outputs to settle with — read, recorded, or found).
+#[derive(Debug, Clone)]
+pub enum Step {
+    Create,
+    Update {
+        prior: Prior,
+    },
+    /// `create_before_destroy`: the provider allows creating the new one first.
+    Replace {
+        prior: Prior,
+        create_before_destroy: bool,
+    },
+    Noop {
+        prior: Prior,
+    },
+    /// Record what an interrupted create made (found by `read`) as it is.
+    Adopt {
+        prior: Prior,
+    },
+}
+
+impl Decision {
+    pub fn action(&self) -> Action {
+        match self.step {
+            Step::Create => Action::Create,
+            Step::Update { .. } => Action::Update,
+            Step::Replace { .. } => Action::Replace,
+            Step::Noop { .. } => Action::Noop,
+            Step::Adopt { .. } => Action::Adopt,
+        }
+    }
+
+    /// For noop and adopt: the outputs to settle with.
+    pub fn outputs(&self) -> Option<&Object> {
+        match &self.step {
+            Step::Noop { prior } | Step::Adopt { prior } => Some(&prior.outputs),
+            _ => None,
+        }
+    }
+
+    pub fn create_before_destroy(&self) -> bool {
+        matches!(self.step, Step::Replace { create_before_destroy: true, .. })
+    }
+
+    /// A noop that must still change something (drift is never accepted): the provider's
+    /// update, or a replace for a kind without one, with the same prior.
+    fn forced(mut self, k: &Kind) -> Decision {
+        if let Step::Noop { prior } | Step::Adopt { prior } = self.step {
+            self.step = if k.schema.supports(Operation::Update) {
+                Step::Update { prior }
+            } else {
+                Step::Replace { prior, create_before_destroy: false }
+            };
+        }
+        self
+    }
+
+    fn create(mut self) -> Decision {
+        self.step = Step::Create;
+        self
+    }
 }
 
 fn call<T: serde::de::DeserializeOwned>(reg: &Registry, k: &Kind, c: Call) -> Result<T, ResourceError> {
@@ -161,24 +220,18 @@ pub(crate) fn provider_plan(
     )
 }
 
+/// The provider's plan as a decision; without a prior (nothing exists) it can only create.
 fn from_plan(p: PlanResult, drift: Vec<String>, prior: Option<Prior>) -> Decision {
-    let action = match p.action {
-        ferry_protocol::PlanAction::Noop => Action::Noop,
-        ferry_protocol::PlanAction::Create => Action::Create,
-        ferry_protocol::PlanAction::Update => Action::Update,
-        ferry_protocol::PlanAction::Replace => Action::Replace,
+    use ferry_protocol::PlanAction;
+    let step = match (p.action, prior) {
+        (PlanAction::Noop, Some(prior)) => Step::Noop { prior },
+        (PlanAction::Update, Some(prior)) => Step::Update { prior },
+        (PlanAction::Replace, Some(prior)) => {
+            Step::Replace { prior, create_before_destroy: p.create_before_destroy }
+        }
+        _ => Step::Create,
     };
-    let outputs = if action == Action::Noop { prior.as_ref().map(|p| p.outputs.clone()) } else { None };
-    Decision {
-        action,
-        changes: p.changes,
-        drift,
-        reason: p.reason,
-        outputs,
-        prior,
-        outputs_changed: false,
-        create_before_destroy: p.create_before_destroy && action == Action::Replace,
-    }
+    Decision { step, changes: p.changes, drift, reason: p.reason, outputs_changed: false }
 }
 
 /// Decide for one resource. `stable`: its desired inputs equal the recorded ones.
@@ -195,7 +248,7 @@ pub fn decide(
     let can_read = k.schema.supports(Operation::Read);
     let Some(rec) = record else {
         let p = provider_plan(reg, k, name, desired, None)?;
-        return Ok(Decision { action: Action::Create, ..from_plan(p, vec![], None) });
+        return Ok(from_plan(p, vec![], None).create());
     };
     if rec.last_applied_at.is_none() {
         return decide_unconfirmed(reg, k, name, desired, rec);
@@ -210,8 +263,7 @@ pub fn decide(
         };
         if !r.exists {
             let p = provider_plan(reg, k, name, desired, None)?;
-            let mut d = from_plan(p, vec!["the resource no longer exists".into()], None);
-            d.action = Action::Create;
+            let mut d = from_plan(p, vec!["the resource no longer exists".into()], None).create();
             d.reason = Some("missing: it will be created again".into());
             return Ok(d);
         }
@@ -229,25 +281,21 @@ pub fn decide(
     let interrupted_update = matches!(rec.status, Status::Pending(_) | Status::Failed);
     if stable && drift.is_empty() && !interrupted_update {
         return Ok(Decision {
-            action: Action::Noop,
+            step: Step::Noop { prior },
             changes: vec![],
             drift,
             reason: None,
-            outputs: Some(prior.outputs.clone()),
-            prior: Some(prior),
             outputs_changed,
-            create_before_destroy: false,
         });
     }
     let p = provider_plan(reg, k, name, desired, Some(prior.clone()))?;
     let mut d = from_plan(p, drift, Some(prior));
     d.outputs_changed = outputs_changed;
-    if d.action == Action::Noop && !d.drift.is_empty() {
+    if d.action() == Action::Noop && !d.drift.is_empty() {
         // Drift is never accepted: reality already matching the desired inputs (say, an
         // interrupted update that finished without ferry) is still not what state records, so
         // the provider's update runs and returns the outputs of what is really there.
-        d.action = if k.schema.supports(Operation::Update) { Action::Update } else { Action::Replace };
-        d.outputs = None;
+        d = d.forced(k);
         d.reason = Some(
             if interrupted_update {
                 "the last operation did not complete and the resource differs from what was recorded"
@@ -256,7 +304,7 @@ pub fn decide(
             }
             .into(),
         );
-    } else if interrupted_update && d.action == Action::Noop {
+    } else if interrupted_update && d.action() == Action::Noop {
         d.reason = Some("the last operation did not complete; its inputs are now in place".into());
     }
     Ok(d)
@@ -282,22 +330,24 @@ fn decide_unconfirmed(
             let prior = Prior { inputs: pend_inputs.clone(), outputs: found.clone() };
             let p = provider_plan(reg, k, name, desired, Some(prior.clone()))?;
             let mut d = from_plan(p, r.drift, Some(prior));
-            if d.action == Action::Noop && !d.drift.is_empty() {
+            if d.action() == Action::Noop && !d.drift.is_empty() {
                 // What the create left is incomplete, and drift is never accepted: the
                 // provider's update finishes it, with what it left as the prior.
-                d.action =
-                    if k.schema.supports(Operation::Update) { Action::Update } else { Action::Replace };
-                d.reason = Some(format!("found what an unfinished create left; {} it", d.action.verb()));
+                d = d.forced(k);
+                d.reason = Some(format!("found what an unfinished create left; {} it", d.action().verb()));
                 return Ok(d);
             }
             d.reason = Some(format!(
                 "found the resource an interrupted run created; adopting it{}",
-                if d.action == Action::Noop { String::new() } else { format!(", then {}", d.action.verb()) }
+                if d.action() == Action::Noop {
+                    String::new()
+                } else {
+                    format!(", then {}", d.action().verb())
+                }
             ));
-            if d.action == Action::Noop {
-                d.action = Action::Adopt;
+            if let Step::Noop { prior } = d.step {
+                d.step = Step::Adopt { prior };
             }
-            d.outputs = Some(found);
             return Ok(d);
         }
     }
@@ -307,7 +357,7 @@ fn decide_unconfirmed(
     } else {
         None
     };
-    Ok(Decision { action: Action::Create, reason, ..from_plan(p, vec![], None) })
+    Ok(Decision { reason, ..from_plan(p, vec![], None).create() })
 }
 
 /// Read every resource recorded as applied, pipelined per provider, on a thread of its own:

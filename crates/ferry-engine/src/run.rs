@@ -94,7 +94,8 @@ impl Engine {
             .decided
             .iter()
             .filter(|(n, d)| {
-                matches!(d, Ok(d) if d.action == Action::Noop) && !s.records.get(*n).is_some_and(needs_repair)
+                matches!(d, Ok(d) if d.action() == Action::Noop)
+                    && !s.records.get(*n).is_some_and(needs_repair)
             })
             .count();
         let work = planned.into_work(&s);

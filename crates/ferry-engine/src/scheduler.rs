@@ -55,7 +55,7 @@ impl Job {
 
     /// Planned as a no-op (it does not count against `--batch`).
     pub fn planned_noop(&self) -> bool {
-        matches!(&self.task, Task::Apply(a) if a.decision.as_ref().is_some_and(|d| d.action == Action::Noop))
+        matches!(&self.task, Task::Apply(a) if a.decision.as_ref().is_some_and(|d| d.action() == Action::Noop))
     }
 }
 

@@ -8,11 +8,11 @@
 
 use crate::events::{EngineEvent, EventSink};
 use crate::plan::Action;
-use crate::planner::{decide, describe};
+use crate::planner::{decide, describe, Step};
 use crate::registry::Registry;
 use crate::scheduler::{Apply, Job, Msg, Task};
 use crate::ResourceError;
-use ferry_protocol::{Call, CreateParams, DeleteParams, Object, OutputsResult, Prior, UpdateParams};
+use ferry_protocol::{Call, CreateParams, DeleteParams, Object, OutputsResult, UpdateParams};
 use ferry_state::{Intent, Op, ResourceRecord, Status};
 use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Sender};
@@ -153,7 +153,7 @@ fn apply(
             Err(e) => return (Action::Noop, Err(e), true),
         },
     };
-    let action = decision.action;
+    let action = decision.action();
     if action == Action::Replace && job.protect {
         return (action, Err(ResourceError::Refused(crate::guards::protected_replace(&name))), true);
     }
@@ -162,7 +162,7 @@ fn apply(
     }
     let needs_repair = a.record.as_ref().is_some_and(|r| r.status != Status::Ready);
     if action == Action::Noop && !needs_repair {
-        return (Action::Noop, Ok(decision.outputs), false);
+        return (Action::Noop, Ok(decision.outputs().cloned()), false);
     }
     sink.event(EngineEvent::Started { resource: name.clone(), action });
     // Kinds that build their inputs themselves (on a target host, say) get the context instead.
@@ -180,40 +180,30 @@ fn apply(
             return (action, Err(ResourceError::Build(e.to_string())), false);
         }
     }
-    let prior = || decision.prior.clone().unwrap_or(Prior { inputs: Object::new(), outputs: Object::new() });
-    let result = match action {
-        Action::Create => w.create(inputs, &context, false),
-        Action::Update => w.recorded(Op::Update, inputs, false, || {
+    let result = match decision.step {
+        Step::Create => w.create(inputs, &context, false),
+        Step::Update { prior } => w.recorded(Op::Update, inputs, false, || {
             w.call_outputs(Call::Update(UpdateParams {
                 kind: k.short(),
                 resource: name.clone(),
                 inputs: inputs.clone(),
-                prior: prior(),
+                prior,
                 context: context.clone(),
             }))
         }),
-        Action::Replace if decision.create_before_destroy => {
-            let old = prior();
-            w.create(inputs, &context, true).and_then(|outputs| {
-                w.delete(&old.inputs, &old.outputs, true).map_err(|e| {
-                    e.map_message(|m| {
-                        format!("the replacement was created, but removing the old one failed (the next apply retries): {m}")
-                    })
-                })?;
-                Ok(outputs)
-            })
-        }
-        Action::Replace => {
-            let old = prior();
+        Step::Replace { prior: old, create_before_destroy: true } => w.create(inputs, &context, true).and_then(|outputs| {
+            w.delete(&old.inputs, &old.outputs, true).map_err(|e| {
+                e.map_message(|m| {
+                    format!("the replacement was created, but removing the old one failed (the next apply retries): {m}")
+                })
+            })?;
+            Ok(outputs)
+        }),
+        Step::Replace { prior: old, create_before_destroy: false } => {
             w.delete(&old.inputs, &old.outputs, false).and_then(|_| w.create(inputs, &context, false))
         }
-        Action::Adopt | Action::Noop => {
-            let outputs = decision.outputs.clone().or_else(|| a.record.as_ref().map(|r| r.outputs.clone()));
-            w.recorded(Op::Adopt, inputs, false, || Ok(outputs))
-        }
-        Action::Delete => {
-            let outputs = a.record.as_ref().map(|r| r.outputs.clone()).unwrap_or_default();
-            w.delete(inputs, &outputs, false)
+        Step::Adopt { prior } | Step::Noop { prior } => {
+            w.recorded(Op::Adopt, inputs, false, || Ok(Some(prior.outputs)))
         }
     };
     (action, result, false)

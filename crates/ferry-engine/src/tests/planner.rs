@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::fake::object;
 use crate::events::{EngineEvent, EventSink};
 use crate::plan::Action;
-use crate::planner::{compile_schema, decide, Kind};
+use crate::planner::{compile_schema, decide, Kind, Step};
 use crate::provider_client::ProviderCommand;
 use crate::redact::Redactor;
 use crate::registry::Registry;
@@ -75,8 +75,9 @@ fn record(inputs: Value, status: Status, applied: bool) -> ResourceRecord {
 #[test]
 fn a_new_resource_is_created() {
     let d = decide(&registry(), &crud(), "t", &object(json!({"size": 1})), None, false, None).unwrap();
-    assert_eq!(d.action, Action::Create);
-    assert!(d.prior.is_none() && d.outputs.is_none());
+    assert!(matches!(d.step, Step::Create), "{:?}", d.step);
+    assert_eq!(d.action(), Action::Create);
+    assert!(d.outputs().is_none());
 }
 
 #[test]
@@ -91,8 +92,8 @@ fn inputs_that_break_the_schema_fail_the_decision() {
 fn a_stable_ready_resource_is_unchanged_with_its_recorded_outputs() {
     let rec = record(json!({"size": 1}), Status::Ready, true);
     let d = decide(&registry(), &crud(), "t", &object(json!({"size": 1})), Some(&rec), true, None).unwrap();
-    assert_eq!(d.action, Action::Noop);
-    assert_eq!(d.outputs, Some(object(json!({"id": "t-1"}))));
+    assert_eq!(d.action(), Action::Noop);
+    assert_eq!(d.outputs(), Some(&object(json!({"id": "t-1"}))));
     assert!(d.changes.is_empty());
 }
 
@@ -101,12 +102,12 @@ fn changed_inputs_update_or_replace_by_what_the_kind_supports() {
     let rec = record(json!({"size": 1}), Status::Ready, true);
     let desired = object(json!({"size": 2}));
     let d = decide(&registry(), &crud(), "t", &desired, Some(&rec), false, None).unwrap();
-    assert_eq!(d.action, Action::Update);
-    assert_eq!(d.prior.as_ref().map(|p| p.inputs.clone()), Some(rec.inputs.clone()), "the recorded prior");
+    let Step::Update { prior } = &d.step else { panic!("{:?}", d.step) };
+    assert_eq!(prior.inputs, rec.inputs, "the recorded prior");
     assert!(d.changes.iter().any(|c| c.path == "size"), "{:?}", d.changes);
     let no_update = kind(vec![Operation::Create, Operation::Delete]);
     let d = decide(&registry(), &no_update, "t", &desired, Some(&rec), false, None).unwrap();
-    assert_eq!(d.action, Action::Replace);
+    assert!(matches!(d.step, Step::Replace { create_before_destroy: false, .. }), "{:?}", d.step);
 }
 
 #[test]
@@ -114,7 +115,7 @@ fn an_interrupted_create_of_a_kind_without_read_is_created_again() {
     let mut rec = record(json!({}), Status::Pending(Op::Create), false);
     rec.pending = Some(PendingOp { op: Op::Create, inputs: object(json!({"size": 1})), since: "x".into() });
     let d = decide(&registry(), &crud(), "t", &object(json!({"size": 1})), Some(&rec), false, None).unwrap();
-    assert_eq!(d.action, Action::Create);
+    assert_eq!(d.action(), Action::Create);
     assert!(d.reason.as_deref().is_some_and(|r| r.contains("at-least-once")), "{:?}", d.reason);
 }
 
@@ -124,7 +125,7 @@ fn a_failed_update_is_never_taken_as_done() {
     // The desired inputs are the recorded ones (the failed update's): the engine still visits
     // it and says why, instead of a silent noop.
     let d = decide(&registry(), &crud(), "t", &object(json!({"size": 1})), Some(&rec), true, None).unwrap();
-    assert_eq!(d.action, Action::Noop);
+    assert_eq!(d.action(), Action::Noop);
     assert!(d.reason.as_deref().is_some_and(|r| r.contains("did not complete")), "{:?}", d.reason);
     assert!(crate::scheduler::needs_repair(&rec), "the executor visits it");
 }
