@@ -253,46 +253,14 @@ pub fn run(ctx: &Context, cmd: ContainerCommand) -> anyhow::Result<Outcome> {
                 }
             ))?;
         }
-        ContainerCommand::List { host } => {
-            let spec = host_spec(ctx, &host)?;
-            let c = imperative::by_name(spec, "list").map_err(pe)?;
-            let h = open(&c, None)?;
-            let out = h.run("listing containers", "list", &[], None, 60).map_err(|e| pe(e.into()));
-            h.close();
-            let out = out?;
-            let mut text = format!("{:<24} {:<11} {:<8} ADDRESSES\n", "NAME", "OWNER", "STATE");
-            for l in out.lines() {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                if f.len() >= 3 {
-                    text.push_str(&format!("{:<24} {:<11} {:<8} {}\n", f[0], f[1], f[2], f[3..].join(" ")));
-                }
-            }
-            emit(&text)?;
-        }
+        ContainerCommand::List { host } => list(ctx, &host)?,
         ContainerCommand::Start { name, host } => return operate(ctx, &name, &host, "start", &cx),
         ContainerCommand::Stop { name, host } => return operate(ctx, &name, &host, "stop", &cx),
         ContainerCommand::Restart { name, host } => return operate(ctx, &name, &host, "restart", &cx),
         ContainerCommand::Generations { name, host } => {
             return operate(ctx, &name, &host, "generations", &cx)
         }
-        ContainerCommand::ShowIp { name, host } => {
-            let (c, prior) = locate(ctx, &name, &host)?;
-            let h = open(&c, prior.as_ref())?;
-            let pr = probe(&h, &c.name).map_err(pe);
-            h.close();
-            let pr = pr?;
-            if pr.owner.is_empty() {
-                anyhow::bail!("no container `{}` on {}", c.name, c.host.label());
-            }
-            for a in [&pr.address, &pr.address6] {
-                if !a.is_empty() {
-                    emit(&format!("{a}\n"))?;
-                }
-            }
-            if pr.address.is_empty() && pr.address6.is_empty() {
-                emit("(host network)\n")?;
-            }
-        }
+        ContainerCommand::ShowIp { name, host } => show_ip(ctx, &name, &host)?,
         ContainerCommand::Run { name, host, command } => {
             let (c, prior) = locate(ctx, &name, &host)?;
             let h = open(&c, prior.as_ref())?;
@@ -315,6 +283,46 @@ pub fn run(ctx: &Context, cmd: ContainerCommand) -> anyhow::Result<Outcome> {
         }
     }
     Ok(Outcome::Success)
+}
+
+/// `ferry container list`: the host's containers, with their owner and state.
+fn list(ctx: &Context, host: &ContainerHost) -> anyhow::Result<()> {
+    let spec = host_spec(ctx, host)?;
+    let c = imperative::by_name(spec, "list").map_err(pe)?;
+    let h = open(&c, None)?;
+    let out = h.run("listing containers", "list", &[], None, 60).map_err(|e| pe(e.into()));
+    h.close();
+    let out = out?;
+    let mut text = format!("{:<24} {:<11} {:<8} ADDRESSES\n", "NAME", "OWNER", "STATE");
+    for l in out.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() >= 3 {
+            text.push_str(&format!("{:<24} {:<11} {:<8} {}\n", f[0], f[1], f[2], f[3..].join(" ")));
+        }
+    }
+    emit(&text)?;
+    Ok(())
+}
+
+/// `ferry container show-ip NAME`.
+fn show_ip(ctx: &Context, name: &str, host: &ContainerHost) -> anyhow::Result<()> {
+    let (c, prior) = locate(ctx, name, host)?;
+    let h = open(&c, prior.as_ref())?;
+    let pr = probe(&h, &c.name).map_err(pe);
+    h.close();
+    let pr = pr?;
+    if pr.owner.is_empty() {
+        anyhow::bail!("no container `{}` on {}", c.name, c.host.label());
+    }
+    for a in [&pr.address, &pr.address6] {
+        if !a.is_empty() {
+            emit(&format!("{a}\n"))?;
+        }
+    }
+    if pr.address.is_empty() && pr.address6.is_empty() {
+        emit("(host network)\n")?;
+    }
+    Ok(())
 }
 
 fn address_text(o: &Object) -> String {
