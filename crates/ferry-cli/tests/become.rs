@@ -57,11 +57,11 @@ let t = import {tk} {{ }}; p = ferry.lib.processes; in {{
       pkgs = t.pkgs; manager = "supervisord"; name = "web";
       host = {{ host = "{addr}"; port = {sshport}; user = "deploy"; hostKey = "{key}"; become = "{become_}"; }};
       sshKey = "{ckey}";
-      stateDir = "/var/lib/ferry/web"; startTimeout = 20;
+      stateDir = "{state}"; startTimeout = 20;
       processes.web = p.mkProcess {{
         command = [ "httpd" "-f" "-p" "127.0.0.1:{port}" "-h" (t.writeTree "page" {{ "index.html" = "as root via {become_}"; }}) ];
         readiness.tcpPort = {port};
-        user = "ferry-web"; uid = 23457;
+        user = "ferry-web"; uid = {uid};
       }};
     }};
   }};
@@ -72,8 +72,22 @@ let t = import {tk} {{ }}; p = ferry.lib.processes; in {{
         sshport = h.port(),
         key = h.host_key(),
         ckey = h.client_key().display(),
+        // Each test's own: test hosts share the machine's /var, and the tests run in parallel.
+        state = sb.p("web-state"),
+        // Each test's own too: userdel refuses a UID that a process runs as, and the test
+        // hosts share the machine's processes.
+        uid = uid_for(become_),
     ));
     h
+}
+
+/// The UID of the set's user in the test of `become_`.
+fn uid_for(become_: &str) -> u32 {
+    match become_ {
+        "sudo" => 23457,
+        "doas" => 23458,
+        _ => 23459,
+    }
 }
 
 fn web_pid(sb: &Sandbox) -> Option<u32> {
@@ -103,8 +117,8 @@ fn escalates_with(tool: &str) {
     let body = ferry_testkit::http_get("127.0.0.1", port, "/");
     assert_eq!(body.as_deref().map(|b| b.contains(&format!("as root via {tool}"))), Some(true));
     let pid = web_pid(&sb).expect("web runs");
-    assert_eq!(uid_of(pid), Some(23457), "supervisord (root) dropped to the created user");
-    let (_, owner) = sh(&h, "stat -c %U /var/lib/ferry/web/conf.d");
+    assert_eq!(uid_of(pid), Some(uid_for(tool)), "supervisord (root) dropped to the created user");
+    let (_, owner) = sh(&h, &format!("stat -c %U {}/conf.d", sb.p("web-state")));
     assert_eq!(owner, "root", "the set's files were written as root");
 
     // The rule gone: every privileged script fails fast, named for the resource.
@@ -140,5 +154,8 @@ fn become_none_runs_host_scripts_as_the_user() {
     assert_ne!(r.code, 0, "{}", r.all());
     assert!(r.all().contains("processes.set `web`: creating users and groups failed on"), "{}", r.all());
     assert!(!sh(&h, "id -u ferry-web").0, "no user created");
-    assert!(!sh(&h, "test -e /var/lib/ferry/web").0, "nothing written where only root may write");
+    assert!(
+        !sh(&h, &format!("test -e {}", sb.p("web-state"))).0,
+        "nothing written where only root may write"
+    );
 }
