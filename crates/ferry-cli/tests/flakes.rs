@@ -138,6 +138,10 @@ fn a_git_flake_keeps_its_default_state_beside_it_and_out_of_git_and_the_store() 
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     git(&["init", "-q"]);
+    // Nix sees only tracked files: untracked, the flake is named as such, with what to run.
+    sb.ferry(&["plan", "--flake", "repo#site"])
+        .expect(1)
+        .says("flake.nix and flake.lock are not: `git add flake.nix flake.lock`");
     git(&["add", "flake.nix", "flake.lock"]);
     git(&["commit", "-qm", "fleet"]);
 

@@ -58,6 +58,30 @@ impl FlakeRef {
     pub fn in_git(&self) -> bool {
         self.dir.ancestors().any(|d| d.join(".git").exists())
     }
+
+    /// Of `files` (in the flake's directory, existing), those git does not track: Nix does not
+    /// see them in a git flake. Empty outside git, or when git cannot tell.
+    fn untracked<'a>(&self, files: &[&'a str]) -> Vec<&'a str> {
+        if !self.in_git() {
+            return vec![];
+        }
+        files
+            .iter()
+            .copied()
+            .filter(|f| self.dir.join(f).exists())
+            .filter(|f| {
+                Command::new("git")
+                    .arg("-C")
+                    .arg(&self.dir)
+                    .args(["ls-files", "--error-unmatch", "--", f])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| !s.success() && s.code() == Some(1))
+            })
+            .collect()
+    }
 }
 
 /// The locked flake `eval.nix` loads.
@@ -135,7 +159,18 @@ pub fn lock(flake: &FlakeRef, options: &[(String, String)]) -> Result<FlakeSourc
         let stderr = String::from_utf8_lossy(&out.stderr);
         let mut message = crate::nix_cli::nix_error(&stderr).to_string();
         let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        if !lock_file.exists() {
+        let untracked = flake.untracked(&["flake.nix", "flake.lock"]);
+        if !untracked.is_empty() {
+            message.push_str(&format!(
+                "\nNix sees only the files git tracks in a git flake, and {} not: `git add {}`",
+                if untracked.len() == 1 {
+                    format!("{} is", untracked[0])
+                } else {
+                    format!("{} are", untracked.join(" and "))
+                },
+                untracked.join(" ")
+            ));
+        } else if !lock_file.exists() {
             message.push_str("\nThere is no flake.lock: run `nix flake lock` in the flake first (ferry evaluates the inputs it pins and never writes it)");
         } else if mtime(&flake.dir.join("flake.nix")) > mtime(&lock_file) {
             message.push_str("\nflake.nix is newer than flake.lock: if its inputs changed, run `nix flake lock` (ferry never writes flake.lock)");
