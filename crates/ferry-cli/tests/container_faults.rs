@@ -70,21 +70,11 @@ fn a_failed_create_removes_what_it_made_and_frees_its_address() {
 
 /// The PIDs of processes whose command line `pred` accepts.
 fn pids_where(pred: impl Fn(u32, &[String]) -> bool) -> Vec<i32> {
-    let mut v = vec![];
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
-        let args: Vec<String> =
-            cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        let ppid = std::fs::read_to_string(e.path().join("stat"))
-            .ok()
-            .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<u32>().ok())
-            .unwrap_or(0);
-        if pred(ppid, &args) {
-            v.push(pid as i32);
-        }
-    }
-    v
+    processes()
+        .into_iter()
+        .filter(|(_, ppid, args)| pred(*ppid, args))
+        .map(|(pid, _, _)| pid as i32)
+        .collect()
 }
 
 /// ferry dies in the middle of a create (the deployer crashed): ferry, its nspawn provider and

@@ -158,15 +158,28 @@ pub fn links(n: &str) -> Vec<String> {
     vec![ferry_provider_nspawn::net::ifname("ve-", n), ferry_provider_nspawn::net::ifname("vb-", n)]
 }
 
-/// Processes of container `n` on this machine: its `systemd-nspawn -M n`, the container's init
-/// and ferry's supervisor (`sh …nspawn….sh supervise n`).
-pub fn container_processes(n: &str) -> Vec<u32> {
+/// Every process on this machine: (PID, parent PID, command line).
+pub fn processes() -> Vec<(u32, u32, Vec<String>)> {
     let mut v = vec![];
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
         let args: Vec<String> =
             cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let ppid = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<u32>().ok())
+            .unwrap_or(0);
+        v.push((pid, ppid, args));
+    }
+    v
+}
+
+/// Processes of container `n` on this machine: its `systemd-nspawn -M n`, the container's init
+/// and ferry's supervisor (`sh …nspawn….sh supervise n`).
+pub fn container_processes(n: &str) -> Vec<u32> {
+    let mut v = vec![];
+    for (pid, _, args) in processes() {
         let nspawn = args.first().is_some_and(|a| a.ends_with("systemd-nspawn"))
             && args.windows(2).any(|w| w[0] == "-M" && w[1] == n);
         let supervisor = args.len() >= 4
