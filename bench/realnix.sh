@@ -6,7 +6,9 @@
 # ratio of bytes the evaluator allocated (NIX_SHOW_STATS), which does not vary between runs.
 #   N="1 2 6" RUNS=3 bench/realnix.sh
 # FERRY_BIN=PATH uses that ferry instead of building a release one; FERRY_BASE=PATH adds a column
-# for another ferry (e.g. an older build) measured in the same run. `mod_s`: the same machines
+# for another ferry (e.g. an older build) measured in the same run. The machines are
+# `nixos.machine` resources (planned, never contacted). `ferry_s` is one evaluator process
+# (`--eval-jobs 1`); `jobs2_s` two workers (the default on 2 cores); `mod_s`: the same machines
 # as a module deployment (ferry.modules with this nixpkgs' evalModules), one job.
 # Needs ../shared/nixpkgs (evaluation only: nothing is built).
 set -euo pipefail
@@ -42,7 +44,7 @@ setup() { # setup N: DIR/deployment.nix and DIR/bare.nix for N machines
         echo "  sys = i: m: (import $NP/nixos/lib/eval-config.nix { system = \"x86_64-linux\"; modules = [ m ]; }).config.system.build.toplevel;"
         echo "in {"
         for i in $(seq 1 "$n"); do
-            echo "  resources.m$i = { type = \"local.file\"; inputs = { path = \"$d/m$i\"; content = \"\${sys $i ($(server "$i"))}\"; }; };"
+            echo "  resources.m$i = { type = \"nixos.machine\"; inputs = { host = \"127.0.0.1\"; port = 1; system = sys $i ($(server "$i")); }; };"
         done
         echo "}"
     } > "$d/deployment.nix"
@@ -57,7 +59,7 @@ setup() { # setup N: DIR/deployment.nix and DIR/bare.nix for N machines
         echo "  sys = i: m: (import $NP/nixos/lib/eval-config.nix { system = \"x86_64-linux\"; modules = [ m ]; }).config.system.build.toplevel;"
         echo "in ferry.modules { nixpkgs = $NP; modules = [ { resources = {"
         for i in $(seq 1 "$n"); do
-            echo "  m$i = { type = \"local.file\"; inputs = { path = \"$d/m$i\"; content = \"\${sys $i ($(server "$i"))}\"; }; };"
+            echo "  m$i = { type = \"nixos.machine\"; inputs = { host = \"127.0.0.1\"; port = 1; system = sys $i ($(server "$i")); }; };"
         done
         echo "}; } ]; }"
     } > "$d/mod/deployment.nix"
@@ -90,23 +92,23 @@ for n in $NS; do
     setup "$n"
     d="$WORK/n$n"
     read -r bt br < <(measure nix-instantiate --readonly-mode --eval --strict --json "$d/bare.nix")
-    read -r ft fr < <(cd "$d" && measure "$FERRY" plan)
+    read -r ft fr < <(cd "$d" && measure "$FERRY" plan --eval-jobs 1)
     printf '%-4s %10.2f %10.2f %8.2f %12.0f %12.0f %8.2f\n' "$n" "$bt" "$ft" \
         "$(echo "$ft / $bt" | bc -l)" "$(echo "$br / 1024" | bc -l)" "$(echo "$fr / 1024" | bc -l)" "$(echo "$fr / $br" | bc -l)" | tr -d '\n'
     # Evaluator allocations, ferry's one nix-instantiate against the bare one.
     ba=$(allocated nix-instantiate --readonly-mode --eval --strict --json "$d/bare.nix")
-    fa=$(cd "$d" && allocated "$FERRY" plan)
+    fa=$(cd "$d" && allocated "$FERRY" plan --eval-jobs 1)
     printf ' %8.3f' "$(echo "$fa / $ba" | bc -l)"
     # `--on m1`: m1 only (plus the declarations pass); its ratio is to the full plan.
     read -r ot _ < <(cd "$d" && measure "$FERRY" plan --on m1)
     printf ' %10.2f %8.2f' "$ot" "$(echo "$ot / $ft" | bc -l)"
-    # Two evaluator workers (chunks of at most 4 resources each).
+    # Two evaluator workers (chunks of at most 4 machines each).
     read -r jt jr < <(cd "$d" && measure "$FERRY" plan --eval-jobs 2)
     printf ' %12.2f %8.2f %10.0f' "$jt" "$(echo "$jt / $bt" | bc -l)" "$(echo "$jr / 1024" | bc -l)"
-    read -r mt _ < <(cd "$d/mod" && measure "$FERRY" plan)
+    read -r mt _ < <(cd "$d/mod" && measure "$FERRY" plan --eval-jobs 1)
     printf ' %8.2f %8.2f' "$mt" "$(echo "$mt / $bt" | bc -l)"
     if [[ -n "${FERRY_BASE:-}" ]]; then
-        read -r xt xr < <(cd "$d" && measure "$FERRY_BASE" plan)
+        read -r xt xr < <(cd "$d" && measure "$FERRY_BASE" plan --eval-jobs 1)
         read -r xo _ < <(cd "$d" && measure "$FERRY_BASE" plan --on m1)
         printf ' %10.2f %8.2f %12.0f %12.2f' "$xt" "$(echo "$xt / $bt" | bc -l)" "$(echo "$xr / 1024" | bc -l)" "$xo"
     fi

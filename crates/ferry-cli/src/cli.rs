@@ -61,10 +61,11 @@ pub struct GlobalArgs {
     /// failure (Nix's `keep-going` option). The failure is reported either way.
     #[arg(long = "keep-going", global = true)]
     pub keep_going: bool,
-    /// Evaluator worker processes: each round's resources are evaluated in chunks (at most 4
-    /// resources each, so a worker's memory is bounded by its chunk) by up to N
-    /// `nix-instantiate` processes at once. `auto`: one per core, as many as free memory
-    /// allows (1.5 GiB each). Default 1 (one process).
+    /// Evaluator worker processes for costly resources (NixOS machines, containers): when a
+    /// round has two or more, they are evaluated in chunks of at most 4 (a worker's memory is
+    /// bounded by its chunk) by up to N `nix-instantiate` processes at once; everything else
+    /// in one. `auto` (the default): one per core, as many as free memory allows (1.5 GiB
+    /// each). 1: everything in one process.
     #[arg(long = "eval-jobs", value_name = "N|auto", value_parser = parse_eval_jobs, global = true)]
     pub eval_jobs: Option<EvalJobs>,
     /// Pass `--show-trace` to Nix.
@@ -550,9 +551,8 @@ impl GlobalArgs {
                 .collect(),
             show_trace: self.show_trace,
             eval_jobs: match self.eval_jobs {
-                None => 1,
                 Some(EvalJobs::N(n)) => n.max(1),
-                Some(EvalJobs::Auto) => ferry_eval::auto_eval_jobs(),
+                None | Some(EvalJobs::Auto) => ferry_eval::auto_eval_jobs(),
             },
             timings: self.timings,
             lock_timeout: self.lock_timeout.filter(|&s| s > 0).map(Duration::from_secs),

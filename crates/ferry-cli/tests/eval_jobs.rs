@@ -1,12 +1,67 @@
-//! `--eval-jobs N`: a round's resources evaluated in chunks by several `nix-instantiate`
-//! workers give the same plan and the same apply as one process, with the invocation count
-//! the chunking implies (issue 12).
+//! `--eval-jobs N`: a round's NixOS machines (kinds with heavy inputs) evaluated in chunks by
+//! several `nix-instantiate` workers give the same plan as one process, with the invocation
+//! count the chunking implies; a deployment without machines stays one process (issue 12).
 
 use ferry_testkit::Sandbox;
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
-fn deployment(sb: &Sandbox) {
+/// A key, four machines with stand-in systems that use it, and two files.
+fn fleet(sb: &Sandbox) {
+    let mut body = String::from(
+        r#"{ resources, ... }:
+let sys = n: derivation { name = "sys-${n}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${n} > $out" ]; };
+in {
+  resources.key = { type = "local.ssh-keypair"; inputs.comment = "k"; };
+  resources.notes = { type = "local.file"; inputs = { path = "@DIR@/notes"; content = resources.key.publicKey; }; };
+  resources.plain = { type = "local.file"; inputs = { path = "@DIR@/plain"; content = "plain"; }; };
+"#,
+    );
+    for i in 1..=4 {
+        body += &format!(
+            "  resources.m{i} = {{ type = \"nixos.machine\"; inputs = {{ host = \"127.0.0.1\"; port = 1; system = sys \"m{i}\"; sshKey = resources.key.privateKey; }}; }};\n"
+        );
+    }
+    sb.deployment(&(body + "}\n"));
+}
+
+#[test]
+fn workers_plan_machines_like_one_process() {
+    let one = Sandbox::new(FERRY);
+    let two = Sandbox::new(FERRY);
+    fleet(&one);
+    fleet(&two);
+    let strip = |s: &str, sb: &Sandbox| s.replace(&sb.path().display().to_string(), "DIR");
+    let p1 = one.ferry(&["plan", "--eval-jobs", "1", "--timings"]).ok();
+    let p2 = two.ferry(&["plan", "--eval-jobs", "2", "--timings"]).ok();
+    assert_eq!(strip(&p1.stdout, &one), strip(&p2.stdout, &two));
+    for i in 1..=4 {
+        assert!(p2.stdout.contains(&format!("+ m{i} (nixos.machine)")), "{}", p2.stdout);
+        assert!(p2.stdout.contains(&format!("-sys-m{i}")), "m{i}'s system shows: {}", p2.stdout);
+    }
+    // The machines and `notes` wait on the key.
+    assert_eq!(p2.stdout.matches("# inputs depend on outputs not known yet").count(), 5, "{}", p2.stdout);
+    assert!(p1.stderr.contains("timings: 1 Nix evaluation "), "{}", p1.stderr);
+    // The first pass (the key, the files, the declarations), then the 4 machines in 2 chunks.
+    assert!(p2.stderr.contains("timings: 3 Nix evaluations"), "{}", p2.stderr);
+    let p3 = two.ferry(&["plan", "--eval-jobs", "3", "--timings"]).ok();
+    assert_eq!(p3.stdout, p2.stdout);
+    assert!(p3.stderr.contains("timings: 4 Nix evaluations"), "chunks of 2, 1 and 1: {}", p3.stderr);
+    // The edges found in the workers are the same as in one process.
+    let g1 = one.ferry(&["graph", "--json", "--eval-jobs", "1"]).ok().stdout;
+    let g2 = two.ferry(&["graph", "--json", "--eval-jobs", "2"]).ok().stdout;
+    assert_eq!(strip(&g1, &one), strip(&g2, &two));
+    let edges: serde_json::Value = serde_json::from_str(&g2).unwrap();
+    let edges = edges["edges"].to_string();
+    for i in 1..=4 {
+        assert!(edges.contains(&format!("\"m{i}\"")), "m{i} depends on the key: {edges}");
+    }
+}
+
+/// Without machines, workers change nothing: one process per round, and the same apply.
+#[test]
+fn a_deployment_without_machines_is_one_process_with_any_workers() {
+    let sb = Sandbox::new(FERRY);
     let mut body = String::from(
         "{ resources, ... }: {\n  resources.key = { type = \"local.ssh-keypair\"; inputs.comment = \"k\"; };\n",
     );
@@ -15,39 +70,22 @@ fn deployment(sb: &Sandbox) {
             "  resources.f{i} = {{ type = \"local.file\"; inputs = {{ path = \"@DIR@/f{i}\"; content = \"{i} \" + resources.key.publicKey; }}; }};\n"
         );
     }
-    body += "  resources.plain = { type = \"local.file\"; inputs = { path = \"@DIR@/plain\"; content = \"plain\"; }; };\n}\n";
-    sb.deployment(&body);
-}
-
-#[test]
-fn workers_plan_and_apply_like_one_process() {
-    let one = Sandbox::new(FERRY);
-    let two = Sandbox::new(FERRY);
-    deployment(&one);
-    deployment(&two);
-    let strip = |s: &str, sb: &Sandbox| s.replace(&sb.path().display().to_string(), "DIR");
-    let p1 = one.ferry(&["plan"]).ok();
-    let p2 = two.ferry(&["plan", "--eval-jobs", "2", "--timings"]).ok();
-    assert_eq!(strip(&p1.stdout, &one), strip(&p2.stdout, &two));
-    assert!(p2.stdout.contains("key.publicKey"), "the dependency shows: {}", p2.stdout);
-    // 7 resources over 2 workers: the declarations pass, then chunks of 4 and 3.
-    assert!(p2.stderr.contains("timings: 3 Nix evaluations"), "{}", p2.stderr);
-
-    let a = two.ferry(&["apply", "--yes", "--eval-jobs", "3"]).ok();
-    assert!(a.stdout.contains("Apply complete: 7 created"), "{}", a.all());
-    let key = two.ferry(&["state", "show", "key", "--json"]).ok().stdout;
+    sb.deployment(&(body + "}\n"));
+    let plan = sb.ferry(&["plan", "--eval-jobs", "4", "--timings"]).ok();
+    assert!(plan.stderr.contains("timings: 1 Nix evaluation "), "{}", plan.stderr);
+    let a = sb.ferry(&["apply", "--yes", "--eval-jobs", "4", "--timings"]).ok();
+    assert!(a.stdout.contains("Apply complete: 6 created"), "{}", a.all());
+    let key = sb.ferry(&["state", "show", "key", "--json"]).ok().stdout;
     let pubkey = serde_json::from_str::<serde_json::Value>(&key).unwrap()["outputs"]["publicKey"]
         .as_str()
         .unwrap()
         .to_string();
     for i in 1..=5 {
-        assert_eq!(two.read(&format!("f{i}")).unwrap(), format!("{i} {pubkey}"));
+        assert_eq!(sb.read(&format!("f{i}")).unwrap(), format!("{i} {pubkey}"));
     }
-    let again = two.ferry(&["plan", "--eval-jobs", "2"]).ok();
+    let again = sb.ferry(&["plan", "--timings"]).ok();
     assert_eq!(again.stdout.trim(), "No changes.");
-    // Dependencies recorded across chunks are the same as with one process.
-    let deps = two.ferry(&["state", "show", "f3", "--json"]).ok().stdout;
-    assert!(deps.contains("\"key\""), "{deps}");
+    assert!(again.stderr.contains("timings: 1 Nix evaluation "), "{}", again.stderr);
 }
 
 /// Values Nix allocated in `ferry plan`'s (one) evaluation: deterministic, unlike time.

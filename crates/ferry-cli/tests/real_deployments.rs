@@ -223,7 +223,9 @@ fn a_flake_deploys_its_nixos_configurations_with_their_true_system_paths() {
         .expect("nix flake lock");
     assert!(lock.status.success(), "{}", String::from_utf8_lossy(&lock.stderr));
     let state = sb.p("state/prod.db");
-    let plan = sb.ferry(&["plan", "--flake", "fleet#prod", "--state", &state, "--timings"]).ok();
+    // One process: the whole flake deployment is one evaluation.
+    let plan =
+        sb.ferry(&["plan", "--flake", "fleet#prod", "--state", &state, "--eval-jobs", "1", "--timings"]).ok();
     let url = format!("path:{}", fleet.display());
     let want = bare(
         &format!(

@@ -1,6 +1,7 @@
 //! Real NixOS (nixpkgs 20.09, evaluation only): machines defined the documented way — the
 //! system inside the deployment function — plan with the very system paths a bare
-//! `nix-instantiate` gives, build nothing, and `--on` evaluates only what it selects.
+//! `nix-instantiate` gives (evaluated by two worker processes), build nothing, and `--on`
+//! evaluates only what it selects.
 
 use ferry_testkit::Sandbox;
 
@@ -52,12 +53,13 @@ fn real_nixos_machines_plan_with_their_true_system_paths_and_build_nothing() {
     assert!(bare.status.success(), "{}", String::from_utf8_lossy(&bare.stderr));
     let want: Vec<String> = serde_json::from_slice(&bare.stdout).unwrap();
 
-    let plan = sb.ferry(&["plan", "--timings"]).ok();
+    // Two evaluator workers: the first pass, then each machine in its own process.
+    let plan = sb.ferry(&["plan", "--eval-jobs", "2", "--timings"]).ok();
     assert_eq!(planned_system(&plan.stdout, "m1"), want[0]);
     assert_eq!(planned_system(&plan.stdout, "m2"), want[1]);
     assert!(want[0].contains("-nixos-system-m1-") && want[0] != want[1]);
     assert!(
-        plan.stderr.contains("timings: 1 Nix evaluation ") && plan.stderr.contains("0 builds"),
+        plan.stderr.contains("timings: 3 Nix evaluations ") && plan.stderr.contains("0 builds"),
         "{}",
         plan.stderr
     );

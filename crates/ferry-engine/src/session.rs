@@ -424,7 +424,11 @@ impl Drop for Session<'_> {
 }
 
 pub(crate) fn outputs_of(k: &ferry_protocol::KindSchema) -> KindOutputs {
-    KindOutputs { outputs: k.output_names(), output_names_input: k.output_names_input.clone() }
+    KindOutputs {
+        outputs: k.output_names(),
+        output_names_input: k.output_names_input.clone(),
+        heavy: k.heavy_inputs,
+    }
 }
 
 pub(crate) fn valid_name(name: &str) -> bool {

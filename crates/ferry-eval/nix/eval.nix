@@ -18,7 +18,7 @@ let
   known = mapAttrs markSensitive args.known; # name -> outputs (settled this run)
   recorded = mapAttrs (name: r: r // { outputs = markSensitive name r.outputs; }) args.recorded; # from state (optimistic round)
   unstable = listToAttrs (map (n: { name = n; value = true; }) args.unstable);
-  schemas = args.schemas; # "provider.kind" -> { outputs = [..]; outputNamesInput = null | "x"; }
+  schemas = args.schemas; # "provider.kind" -> { outputs = [..]; outputNamesInput = null | "x"; heavy = bool; }
   ferry = import ./lib.nix { };
 
   fail = msg: abort "ferry: ${msg}";
@@ -299,6 +299,18 @@ let
   nothingAvailable = args.known == { } && args.recorded == { };
 
   pendingNames = if args.pending == null then attrNames main else filter (n: hasAttr n main) args.pending;
+
+  # With several workers (`deferHeavy`), two or more pending resources of costly kinds (the
+  # schemas' `heavy`: NixOS systems) are left to worker processes: named in `deferred`, not
+  # evaluated here. A type that fails here is not deferred (its error shows in this pass).
+  heavyOf = n:
+    let r = tryEval (let d = declMode.${n}.decl; in
+      isAttrs d && d ? type && isString d.type && (args.schemas.${d.type}.heavy or false));
+    in r.success && r.value;
+  heavyPending = if args.deferHeavy or false then filter heavyOf pendingNames else [ ];
+  deferred = if length heavyPending >= 2 then heavyPending else [ ];
+  deferredSet = listToAttrs (map (n: { name = n; value = true; }) deferred);
+  evaluatedNames = if deferred == [ ] then pendingNames else filter (n: !(deferredSet ? ${n})) pendingNames;
 in
 if args.probe or null != null then
   # Uncaught: fails with the first throw's own message (ferry's pending marker or the user's).
@@ -313,5 +325,6 @@ else
   declarations = if args.wantDeclarations then mapAttrs declOf declMode else null;
   deploymentName = if args.wantDeclarations then deploymentName else null;
   names = attrNames main;
-  results = listToAttrs (map (n: { name = n; value = resultFor n; }) pendingNames);
+  results = listToAttrs (map (n: { name = n; value = resultFor n; }) evaluatedNames);
+  inherit deferred;
 }

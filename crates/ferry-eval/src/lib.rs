@@ -12,10 +12,12 @@ pub mod flake;
 mod nix_cli;
 mod nix_error;
 mod placeholder;
+mod workers;
 
-pub use nix_cli::{auto_eval_jobs, NixCli, NixLibrary, NixSettings};
+pub use nix_cli::{NixCli, NixLibrary, NixSettings};
 pub use nix_error::NixErrorKind;
 pub use placeholder::{find_placeholders, render_placeholders, Placeholder, OPAQUE};
+pub use workers::auto_eval_jobs;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -69,6 +71,9 @@ pub struct Recorded {
 pub struct KindOutputs {
     pub outputs: Vec<String>,
     pub output_names_input: Option<String>,
+    /// Costly to evaluate (the kind's `heavyInputs`): with several workers, two or more such
+    /// resources in a round are evaluated in worker processes.
+    pub heavy: bool,
 }
 
 /// One resource's declaration: everything but its inputs.

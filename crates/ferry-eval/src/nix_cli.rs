@@ -60,34 +60,6 @@ fn write_libraries(dir: &std::path::Path, libraries: &[NixLibrary]) -> Result<()
     Ok(())
 }
 
-/// Most resources one worker process evaluates: a worker's memory is bounded by its chunk (a
-/// few NixOS systems), not by the fleet.
-const CHUNK_MAX: usize = 4;
-
-/// Memory one worker may take: a chunk of `CHUNK_MAX` NixOS systems peaked at 1.1–1.4 GiB
-/// (bench/realnix.sh).
-const WORKER_BYTES: u64 = 3 << 29;
-
-/// `--eval-jobs auto`: one worker per core, but no more than free memory
-/// (`MemAvailable`) holds at [`WORKER_BYTES`] each; at least 1.
-pub fn auto_eval_jobs() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    jobs_for(cores, mem_available(&meminfo))
-}
-
-fn jobs_for(cores: usize, available: Option<u64>) -> usize {
-    let by_memory = available.map_or(cores, |b| usize::try_from(b / WORKER_BYTES).unwrap_or(usize::MAX));
-    cores.min(by_memory).max(1)
-}
-
-/// `MemAvailable` of /proc/meminfo, in bytes.
-fn mem_available(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 impl NixSettings {
     fn apply(&self, cmd: &mut Command) {
         for (k, v) in &self.options {
@@ -212,77 +184,10 @@ impl NixCli {
 /// The marker of ferry's own "not known yet" throw (`pending` in eval.nix).
 const PENDING_MARKER: &str = "ferry-pending:";
 
-impl NixCli {
-    /// A round split across `eval_jobs` worker processes: the pending resources (all declared
-    /// ones, named by a declarations-only pass, when `pending` is `None`) in chunks of at most
-    /// `CHUNK_MAX`, each evaluated by its own `nix-instantiate`, `eval_jobs` at a time; the
-    /// results merged. Each chunk is a complete round for its resources (readiness, previews,
-    /// edges are per resource), so the merge is a union.
-    fn round_split(&self, req: &RoundRequest) -> Result<RoundResult, EvalError> {
-        let jobs = self.settings.eval_jobs.max(1);
-        let mut head = None;
-        let names = match &req.pending {
-            Some(p) => p.clone(),
-            None => {
-                let decl = RoundRequest {
-                    pending: Some(vec![]),
-                    want_previews: false,
-                    want_edges: false,
-                    write_drvs: false,
-                    ..req.clone()
-                };
-                let r = self.round_one(&decl)?;
-                let names = r.names.clone();
-                head = Some(r);
-                names
-            }
-        };
-        if jobs < 2 || names.len() < 2 {
-            return self.round_one(req);
-        }
-        let size = names.len().div_ceil(jobs).clamp(1, CHUNK_MAX);
-        let chunks: Vec<Vec<String>> = names.chunks(size).map(<[String]>::to_vec).collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let outs: Mutex<Vec<(usize, Result<RoundResult, EvalError>)>> = Mutex::new(Vec::new());
-        std::thread::scope(|sc| {
-            for _ in 0..jobs.min(chunks.len()) {
-                sc.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(chunk) = chunks.get(i) else { break };
-                    let sub = RoundRequest {
-                        pending: Some(chunk.clone()),
-                        want_declarations: req.want_declarations && head.is_none() && i == 0,
-                        ..req.clone()
-                    };
-                    let r = self.round_one(&sub);
-                    outs.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
-                });
-            }
-        });
-        let mut outs = outs.into_inner().unwrap_or_else(|e| e.into_inner());
-        outs.sort_by_key(|(i, _)| *i);
-        let mut merged = head.unwrap_or_else(|| RoundResult { names: names.clone(), ..Default::default() });
-        if !req.want_declarations {
-            merged.declarations = None;
-            merged.deployment_name = None;
-        }
-        for (_, r) in outs {
-            let r = r?;
-            if r.declarations.is_some() {
-                merged.declarations = r.declarations;
-                merged.deployment_name = r.deployment_name;
-            }
-            merged.results.extend(r.results);
-            merged.failures.extend(r.failures);
-        }
-        Ok(merged)
-    }
-}
-
 impl Evaluator for NixCli {
     fn round(&self, req: &RoundRequest) -> Result<RoundResult, EvalError> {
         if self.settings.eval_jobs > 1 {
-            self.round_split(req)
+            self.round_workers(req, self.settings.eval_jobs)
         } else {
             self.round_one(req)
         }
@@ -306,7 +211,17 @@ impl Evaluator for NixCli {
 }
 
 impl NixCli {
-    fn round_one(&self, req: &RoundRequest) -> Result<RoundResult, EvalError> {
+    pub(crate) fn round_one(&self, req: &RoundRequest) -> Result<RoundResult, EvalError> {
+        self.round_once(req, false).map(|(r, _)| r)
+    }
+
+    /// One `nix-instantiate` of a round. With `defer_heavy`, two or more pending resources of
+    /// heavy kinds are not evaluated but returned, by name, for the workers.
+    pub(crate) fn round_once(
+        &self,
+        req: &RoundRequest,
+        defer_heavy: bool,
+    ) -> Result<(RoundResult, Vec<String>), EvalError> {
         // Sensitive outputs are marked so that a derivation built from one fails to
         // instantiate (eval.nix `markSensitive`). The marker works only read-only: in
         // read-write mode Nix checks a context's paths as soon as it is made. So a round that
@@ -314,19 +229,22 @@ impl NixCli {
         // runs unmarked — it cannot reach a derivation that the check did not see.
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
-        struct Unmarked<'a> {
+        struct Args<'a> {
             #[serde(flatten)]
             req: &'a RoundRequest,
-            mark_sensitive: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            mark_sensitive: Option<bool>,
+            defer_heavy: bool,
         }
         let secrets_in_play =
             req.sensitive.keys().any(|n| req.known.contains_key(n) || req.recorded.contains_key(n));
+        let args = |mark_sensitive| Args { req, mark_sensitive, defer_heavy };
         if !req.write_drvs || !secrets_in_play {
-            return decode_round(&self.instantiate(req, req)?, &self.drvs);
+            return decode_round(&self.instantiate(req, &args(None))?, &self.drvs);
         }
         let check = RoundRequest { write_drvs: false, ..req.clone() };
-        self.instantiate(&check, &check)?;
-        decode_round(&self.instantiate(req, &Unmarked { req, mark_sensitive: false })?, &self.drvs)
+        self.instantiate(&check, &Args { req: &check, mark_sensitive: None, defer_heavy })?;
+        decode_round(&self.instantiate(req, &args(Some(false)))?, &self.drvs)
     }
 
     fn probe_one(&self, req: &RoundRequest, name: &str, input: Option<&str>) -> Result<Probe, EvalError> {
@@ -436,6 +354,8 @@ struct RawRound {
     deployment_name: Option<String>,
     names: Vec<String>,
     results: BTreeMap<String, RawResult>,
+    #[serde(default)]
+    deferred: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -486,7 +406,10 @@ fn hidden_placeholders(
     Ok(out)
 }
 
-fn decode_round(stdout: &[u8], drvs: &crate::drv::DrvReader) -> Result<RoundResult, EvalError> {
+fn decode_round(
+    stdout: &[u8],
+    drvs: &crate::drv::DrvReader,
+) -> Result<(RoundResult, Vec<String>), EvalError> {
     let bad = |e: serde_json::Error| EvalError::Protocol(format!("unexpected output from eval.nix: {e}"));
     let raw: RawRound = serde_json::from_slice(stdout).map_err(bad)?;
     let mut results = BTreeMap::new();
@@ -528,29 +451,19 @@ fn decode_round(stdout: &[u8], drvs: &crate::drv::DrvReader) -> Result<RoundResu
             },
         );
     }
-    Ok(RoundResult {
+    let round = RoundResult {
         declarations: raw.declarations,
         deployment_name: raw.deployment_name,
         names: raw.names,
         results,
         failures: BTreeMap::new(),
-    })
+    };
+    Ok((round, raw.deferred))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn auto_workers_follow_cores_and_free_memory() {
-        let gib = 1u64 << 30;
-        assert_eq!(jobs_for(2, Some(23 * gib)), 2);
-        assert_eq!(jobs_for(16, Some(4 * gib)), 2, "4 GiB holds two 1.5 GiB workers");
-        assert_eq!(jobs_for(8, Some(gib)), 1, "always at least one");
-        assert_eq!(jobs_for(4, None), 4);
-        assert_eq!(mem_available("MemTotal: 100 kB\nMemAvailable:   2048 kB\n"), Some(2 << 20));
-        assert_eq!(mem_available("MemTotal: 100 kB\n"), None);
-    }
 
     #[test]
     fn abort_messages_are_unwrapped() {

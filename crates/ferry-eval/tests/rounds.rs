@@ -8,11 +8,11 @@ fn schemas() -> BTreeMap<String, KindOutputs> {
     let mut m = BTreeMap::new();
     m.insert(
         "local.file".into(),
-        KindOutputs { outputs: vec!["path".into(), "sha256".into()], output_names_input: None },
+        KindOutputs { outputs: vec!["path".into(), "sha256".into()], output_names_input: None, heavy: false },
     );
     m.insert(
         "local.exec".into(),
-        KindOutputs { outputs: vec![], output_names_input: Some("outputNames".into()) },
+        KindOutputs { outputs: vec![], output_names_input: Some("outputNames".into()), heavy: false },
     );
     m
 }
@@ -175,7 +175,7 @@ fn nested_outputs_from_an_attrset_names_input() {
     let (_d, mut req) = setup(&[("deployment.nix", dep)]);
     req.schemas.insert(
         "ids.pool".into(),
-        KindOutputs { outputs: vec![], output_names_input: Some("claimants".into()) },
+        KindOutputs { outputs: vec![], output_names_input: Some("claimants".into()), heavy: false },
     );
     let r = nix().round(&req).unwrap();
     assert!(r.results["ids"].inputs.is_some());

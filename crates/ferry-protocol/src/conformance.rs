@@ -498,6 +498,7 @@ mod tests {
             operations: vec![Operation::Create],
             actions: vec![],
             builds_inputs: false,
+            heavy_inputs: false,
         }
     }
 

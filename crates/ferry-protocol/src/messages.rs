@@ -240,6 +240,11 @@ pub struct KindSchema {
     /// paths as `context` instead.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub builds_inputs: bool,
+    /// Evaluating this kind's inputs is costly (a whole NixOS system, seconds and a GiB):
+    /// with several evaluator workers (`--eval-jobs`), ferry spreads a round's resources of
+    /// such kinds over them; everything else is evaluated in one process.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub heavy_inputs: bool,
 }
 
 impl KindSchema {

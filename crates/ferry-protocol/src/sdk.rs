@@ -349,6 +349,7 @@ mod tests {
                 operations: vec![Operation::Create],
                 actions: vec![],
                 builds_inputs: false,
+                heavy_inputs: false,
             };
             ProviderInfo { name: "slow".into(), version: "0".into(), kinds: vec![kind] }
         }

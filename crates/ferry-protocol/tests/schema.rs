@@ -76,6 +76,7 @@ fn sample_kind() -> KindSchema {
         ],
         actions: vec![ActionSchema { name: "increment".into(), description: "add step".into() }],
         builds_inputs: true,
+        heavy_inputs: true,
     }
 }
 

@@ -95,6 +95,7 @@ pub(crate) fn schema() -> KindSchema {
         ],
         actions: vec![],
         builds_inputs: false,
+        heavy_inputs: false,
     }
 }
 

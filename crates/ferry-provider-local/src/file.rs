@@ -59,6 +59,7 @@ pub(crate) fn schema() -> KindSchema {
         ],
         actions: vec![],
         builds_inputs: false,
+        heavy_inputs: false,
     }
 }
 

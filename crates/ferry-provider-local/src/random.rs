@@ -39,6 +39,7 @@ pub(crate) fn schema() -> KindSchema {
         operations: vec![Operation::Plan, Operation::Create, Operation::Read, Operation::Delete],
         actions: vec![],
         builds_inputs: false,
+        heavy_inputs: false,
     }
 }
 

@@ -115,6 +115,7 @@ pub fn machine() -> KindSchema {
             ActionSchema { name: "upload-keys".into(), description: "upload every key again".into() },
         ],
         builds_inputs: true,
+        heavy_inputs: true,
     }
 }
 

@@ -141,6 +141,7 @@ pub fn container() -> KindSchema {
             },
         ],
         builds_inputs: true,
+        heavy_inputs: true,
     }
 }
 

@@ -78,6 +78,7 @@ pub fn set() -> KindSchema {
             ActionSchema { name: "status".into(), description: "each process's live status".into() },
         ],
         builds_inputs: false,
+        heavy_inputs: false,
     }
 }
 
@@ -119,6 +120,7 @@ pub fn image() -> KindSchema {
         ],
         actions: vec![],
         builds_inputs: false,
+        heavy_inputs: false,
     }
 }
 
@@ -159,6 +161,7 @@ pub fn pool() -> KindSchema {
         operations: vec![Operation::Create, Operation::Update, Operation::Delete],
         actions: vec![],
         builds_inputs: false,
+        heavy_inputs: false,
     }
 }
 

@@ -139,6 +139,7 @@ impl Provider for Counter {
                     description: "add step to the value".into(),
                 }],
                 builds_inputs: false,
+                heavy_inputs: false,
             }],
         }
     }

@@ -30,6 +30,10 @@ fn defaults_resolve_beside_the_file() {
     assert_eq!(r.lock_timeout, None);
     assert!(r.jobs >= 2);
     assert_eq!(r.log_format, LogFormat::Text);
+    // Evaluator workers default to what cores and free memory allow; a number is taken as is.
+    assert_eq!(r.eval_jobs, ferry_eval::auto_eval_jobs());
+    let one = parse(&["plan", "--eval-jobs", "1"]).unwrap().global.resolve(Path::new("/srv"));
+    assert_eq!(one.eval_jobs, 1);
 }
 
 #[test]

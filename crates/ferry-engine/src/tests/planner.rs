@@ -33,6 +33,7 @@ fn kind(operations: Vec<Operation>) -> Kind {
         operations,
         actions: vec![],
         builds_inputs: false,
+        heavy_inputs: false,
     };
     Kind {
         kind: "fake.thing".into(),
