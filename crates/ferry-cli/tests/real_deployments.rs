@@ -171,6 +171,25 @@ let inherit (lib) mkOption types mkIf mkMerge mapAttrs' nameValuePair; in {
         assert_eq!(sb.state_snapshot(), before, "{customers}: the state changed");
         assert_eq!(sb.read("out/alice").as_deref(), Some("hi alice\n"));
     }
+    // ferry's own messages name the files that define the resource, not only the top file.
+    sb.write("extra.nix", r#"{ resources.extra = { type = "nokind"; inputs = { }; }; }"#);
+    sb.write(
+        "private.nix",
+        r#"{ lib, ... }: { resources.motd-alice.inputs.mode = lib.mkForce "0600"; resources.motd-alice.type = lib.mkForce "nokind"; }"#,
+    );
+    let with_extra = deployment(r#"customers.alice.greeting = "hi";"#)
+        .replace("./private.nix", "./private.nix ./extra.nix");
+    sb.deployment(&with_extra);
+    let (customers, private, extra) = (sb.p("customers.nix"), sb.p("private.nix"), sb.p("extra.nix"));
+    sb.ferry(&["plan"]).expect(1).says(&format!("resource `extra` ({extra}): type `nokind`"));
+    sb.write("extra.nix", "{ }");
+    // Defined in two files: both are named.
+    sb.ferry(&["plan"])
+        .expect(1)
+        .says(&format!("resource `motd-alice` ({customers}, {private}): type `nokind`"));
+    assert_eq!(sb.state_snapshot(), before);
+    sb.write("private.nix", r#"{ lib, ... }: { resources.motd-alice.inputs.mode = lib.mkForce "0600"; }"#);
+
     // A module given as a plain deployment is named, with what to write instead.
     sb.deployment("{ config, lib, ... }: { resources = { }; }");
     sb.ferry(&["plan"]).expect(1).says("is a module-system module").says("ferry.modules");

@@ -69,8 +69,33 @@ let
       cfg = evaluated.config;
       # Every attribute present (null: not set), so reading one forces only that option.
       decl = r: { inherit (r) type inputs tags protect timeout provider; };
+      # The files that define each resource, for messages: the module system's definitions
+      # of `resources` (`definitionsWithLocations`, or before nixpkgs 21.05 `files` beside
+      # `definitions`), whose properties (`mkIf`, `mkMerge`) are pushed down and discharged
+      # (a false `mkIf` defines nothing). Anonymous modules (`<unknown-file>`) count as the
+      # file holding `ferry.modules`.
+      opt = evaluated.options.resources;
+      defs = opt.definitionsWithLocations or (genList
+        (i: { file = elemAt opt.files i; value = elemAt opt.definitions i; })
+        (length (opt.files or [ ])));
+      canTell = lib ? pushDownProperties && lib ? dischargeProperties;
+      defines = n: d:
+        let r = builtins.tryEval (builtins.any
+          (v: isAttrs v && v ? ${n} && length (lib.dischargeProperties v.${n}) > 0)
+          (lib.pushDownProperties d.value));
+        in !r.success || r.value;
+      definedIn = n:
+        let
+          named = map (d: if d.file == "<unknown-file>" then file else toString d.file) (filter (defines n) defs);
+          unique = builtins.sort builtins.lessThan (builtins.foldl' (acc: f: if builtins.elem f acc then acc else acc ++ [ f ]) [ ] named);
+        in if !canTell || unique == [ ] then file else concatStringsSep ", " unique;
     in
-    { resources = mapAttrs (n: decl) cfg.resources; name = cfg.name; fromModules = true; };
+    {
+      resources = mapAttrs (n: decl) cfg.resources;
+      definedIn = mapAttrs (n: _: definedIn n) cfg.resources;
+      name = cfg.name;
+      fromModules = true;
+    };
 
   # ---------------------------------------------------------------- plain deployments
 
@@ -131,7 +156,7 @@ in
         (m:
           let rs = m.module.resources or { };
           in if !isAttrs rs then fail "${m.file}: `resources` must be an attribute set"
-          else map (name: { inherit name; inherit (m) file; decl = rs.${name}; }) (attrNames rs))
+          else map (name: { inherit name; file = m.module.definedIn.${name} or m.file; decl = rs.${name}; }) (attrNames rs))
         (modulesFor resources);
       byName = groupBy (e: e.name) entries;
     in
